@@ -1,0 +1,49 @@
+"""vqkeras: vector-quantised autoencoders for audio spectrogram compression.
+
+Keras 3 layers (`VectorQuantizer`, `ResidualVectorQuantizer`, `Spectrogram`),
+phase reconstruction (`invert_magnitude`, `griffin_lim`), and the experiment,
+report and codec tooling built on them. Set ``KERAS_BACKEND`` (``jax`` or
+``tensorflow``) before importing.
+
+Public names are imported lazily, so ``import vqkeras`` (and the command line)
+stays fast and does not import Keras until a layer is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "VectorQuantizer": "vqkeras.layers.vector_quantizer",
+    "ResidualVectorQuantizer": "vqkeras.layers.residual_vector_quantizer",
+    "Spectrogram": "vqkeras.layers.spectrogram",
+    "griffin_lim": "vqkeras.phase.griffin_lim",
+    "invert_magnitude": "vqkeras.phase.gradient_inversion",
+    "AudioReconstructionCallback": "vqkeras.phase.callback",
+    "spectral_convergence_db": "vqkeras.metrics",
+    "log_spectral_distance": "vqkeras.metrics",
+    "snr_db": "vqkeras.metrics",
+    "read_wav": "vqkeras.audio_io",
+    "write_wav": "vqkeras.audio_io",
+    "SpectrogramConfig": "vqkeras.features",
+    "load_config": "vqkeras.config",
+    "train": "vqkeras.training",
+    "evaluate": "vqkeras.evaluation",
+    "predict": "vqkeras.prediction",
+    "compress": "vqkeras.codec",
+    "decompress": "vqkeras.codec",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vqkeras' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

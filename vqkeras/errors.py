@@ -1,0 +1,25 @@
+"""Exceptions that mean "the input is wrong", raised with a message naming the problem.
+
+The command line prints these as one line (no traceback); library users can
+catch `VQKerasError` or the specific subclass.
+"""
+
+
+class VQKerasError(Exception):
+    """Base class of every error vqkeras raises on purpose."""
+
+
+class AudioFileError(VQKerasError, ValueError):
+    """A WAV (or other audio) file is missing, corrupt, empty or unusable."""
+
+
+class DatasetError(VQKerasError, ValueError):
+    """A dataset folder or file is missing, malformed or unsafe."""
+
+
+class ConfigError(VQKerasError, ValueError):
+    """An experiment YAML has an unknown key or a bad value."""
+
+
+class CodecFormatError(VQKerasError, ValueError):
+    """A compressed (.vqz) file is truncated, damaged, or for another model/version."""
