@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-deps
 EXPERIMENTS ?= experiments/nsynth-minimal.yaml
-DATA_DIR ?= data/rendered-timgm6mb
+DATA_DIR ?= data/nsynth-rendered
 # Debian packages: the Fashion-MNIST set in IDX format (tests), and the
 # baseline codecs of the rate-distortion benchmark.
 DEBIAN_PACKAGES := dataset-fashion-mnist opus-tools lame

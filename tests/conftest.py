@@ -53,3 +53,25 @@ def rendered_dataset(tmp_path_factory, timgm_soundfont) -> Path:
     out = tmp_path_factory.mktemp("rendered")
     return render_dataset(out, soundfont=timgm_soundfont, programs=[0, 24, 40, 56, 73, 32],
                           pitches=range(48, 73, 4), velocities=(75, 127), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(rendered_dataset, tmp_path_factory):
+    """experiments/nsynth-tiny.yaml on the `rendered_dataset`, for the active backend."""
+    import keras
+
+    from vqkeras.config import load_config
+
+    root = Path(__file__).resolve().parent.parent
+    return load_config(root / "experiments" / "nsynth-tiny.yaml").with_overrides({
+        "dataset.root": str(rendered_dataset), "backend": keras.backend.backend(),
+        "runs_root": str(tmp_path_factory.mktemp("runs"))})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_config):
+    """A trained nsynth-tiny run (3 epochs): ``(config, run_dir)``."""
+    from vqkeras.training import train
+
+    config = tiny_config.with_overrides({"training.epochs": 3}, run_name="trained")
+    return config, train(config)

@@ -55,7 +55,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from vqkeras.report import run_report
 
-    for path in run_report(args.experiments, reports_root=args.reports_root):
+    for path in run_report(args.experiments, reports_root=args.reports_root, backend=args.backend):
         print(path)
 
 
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     render = data.add_parser("render", help="render a soundfont into an NSynth-layout dataset")
     render.add_argument("--soundfont", help="SF2/SF3 file (default: FluidR3_GM if installed, else TimGM6mb)")
     render.add_argument("--out", required=True, help="output folder")
-    render.add_argument("--pitch-step", type=int, default=1, help="render every n-th pitch")
+    render.add_argument("--pitch-step", type=int, default=None,
+                        help="render every n-th pitch of each instrument (default 8: ~2,800 notes)")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--overwrite", action="store_true", help="render again even if the folder is complete")
     render.add_argument("-q", "--quiet", action="store_true")
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     codec = sub.add_parser("codec", help="codec maintenance").add_subparsers(dest="codec_command", required=True)
     default = codec.add_parser("train-default", help="train the model shipped in vqkeras/assets")
-    default.add_argument("--data", default="data/rendered-timgm6mb")
+    default.add_argument("--data", default="data/nsynth-rendered")
     default.add_argument("--out", default=None, help="output folder (default: vqkeras/assets)")
     default.set_defaults(func=_cmd_codec_train_default)
     return parser

@@ -1,0 +1,303 @@
+"""compress / decompress: WAV <-> .vqz through a codec model.
+
+Compression
+    read the WAV (any rate, any channel count: `vqkeras.audio_io.read_wav`
+    resamples to the model's rate and downmixes to mono) -> cut into
+    back-to-back windows of the model's duration (4 s by default; the last
+    one zero-padded, no overlap) -> scale each window so its peak is at
+    0 dBFS (the gain is stored, quantised up to the next 0.5 dB) -> model
+    spectrogram images -> RVQ code indices with the chosen number of stages
+    -> entropy coding -> `.vqz` container, written atomically.
+
+Decompression
+    container checks (magic, version, CRC, model identity, grid, stages) ->
+    entropy decoding -> ``decode_indices`` -> linear magnitude ->
+    `invert_magnitude` -> gains -> resample back to the original rate ->
+    the original channel count (the mono signal repeated) -> atomic WAV write.
+
+Windows are independent: no overlap is the simplest choice that is always
+correct; its cost is a possible click at window boundaries for sustained
+sounds (notes of up to 4 s fit in one window).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from vqkeras.codec import container, entropy
+from vqkeras.codec.codec_model import CodecInfo, CodecModel, load_codec_model
+from vqkeras.errors import AudioFileError, CodecFormatError
+
+MAX_FILE_BYTES = container.HEADER_SIZE + container.MAX_WINDOWS + container.MAX_PAYLOAD_BYTES + 4
+BATCH_WINDOWS = 8  # windows per network call: bounded memory for long files
+
+
+def _as_model(model: str | Path | CodecModel | None) -> CodecModel:
+    return model if isinstance(model, CodecModel) else load_codec_model(model)
+
+
+def expected_windows(info: CodecInfo, sample_rate: int, num_samples: int) -> tuple[int, int]:
+    """Length at the model rate and window count for an input of ``num_samples``."""
+    length = max(1, math.ceil(num_samples * info.sample_rate / sample_rate))
+    return length, max(1, math.ceil(length / info.window_samples))
+
+
+def read_vqz(data: bytes, info: CodecInfo) -> tuple[container.VQZHeader, np.ndarray, np.ndarray]:
+    """Parse a .vqz file for a model up to decoded code indices (no neural network).
+
+    Parameters
+    ----------
+    data : bytes
+        The file.
+    info : CodecInfo
+        The model's bundle info.
+
+    Returns
+    -------
+    header : VQZHeader
+    gains : np.ndarray [shape=(windows,), dtype=uint8]
+    indices : np.ndarray [shape=(windows, h, w, stages), dtype=int32]
+
+    Raises
+    ------
+    CodecFormatError
+        For a damaged file, another format version, or another model.
+    """
+    header, gains, payload = container.unpack(data)
+    if header.model_id != info.model_id:
+        raise CodecFormatError(f"file was made with model {header.model_id.hex()}, "
+                               f"this model is {info.model_id.hex()}")
+    if header.grid != info.grid:
+        raise CodecFormatError(f"corrupt .vqz file: code grid {header.grid} does not match "
+                               f"the model's {info.grid}")
+    if header.num_stages > info.num_stages:
+        raise CodecFormatError(f"corrupt .vqz file: {header.num_stages} stages, the model "
+                               f"has {info.num_stages}")
+    _, windows = expected_windows(info, header.sample_rate, header.num_samples)
+    if header.num_windows != windows:
+        raise CodecFormatError(f"corrupt .vqz file: {header.num_windows} windows for "
+                               f"{header.num_samples} samples at {header.sample_rate} Hz "
+                               f"(expected {windows})")
+    shape = (header.num_windows, *header.grid, header.num_stages)
+    indices = entropy.decode_indices(payload, info.counts_array, shape)
+    return header, gains, indices
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    # Only draw a bar for long inputs on an interactive terminal.
+    return tqdm(total=total, desc=desc, unit="window", leave=False,
+                disable=total < 4 or not sys.stderr.isatty())
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _spec_config(info: CodecInfo):
+    from vqkeras.features import SpectrogramConfig
+
+    return SpectrogramConfig(**info.spectrogram)
+
+
+def encode_windows(model: CodecModel, windows: np.ndarray, num_stages: int,
+                   *, progress: bool = False) -> np.ndarray:
+    """Code indices ``(n, h, w, num_stages)`` of peak-normalised windows ``(n, samples)``."""
+    from vqkeras.features import waveform_to_image
+
+    config = _spec_config(model.info)
+    net = model.keras_model
+    out = []
+    bar = _progress(len(windows), "compress") if progress else None
+    for start in range(0, len(windows), BATCH_WINDOWS):
+        batch = windows[start:start + BATCH_WINDOWS]
+        images = waveform_to_image(batch, config, time_multiple=model.info.time_multiple)
+        out.append(np.asarray(net.encode(images, num_stages=num_stages), dtype=np.int32))
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return np.concatenate(out)
+
+
+def decode_windows(model: CodecModel, indices: np.ndarray, *, iterations: int,
+                   progress: bool = False) -> np.ndarray:
+    """Waveforms ``(n, window_samples)`` (peak-normalised) from code indices."""
+    from vqkeras.features import image_to_magnitude
+    from vqkeras.phase import invert_magnitude
+
+    info = model.info
+    config = _spec_config(info)
+    net = model.keras_model
+    n_samples = info.window_samples
+    num_frames = n_samples // int(config.frame_step) + 1  # center=True STFT frames
+    out = []
+    bar = _progress(len(indices), "decompress") if progress else None
+    for start in range(0, len(indices), BATCH_WINDOWS):
+        batch = indices[start:start + BATCH_WINDOWS]
+        images = net.decode_indices(batch)
+        magnitude = image_to_magnitude(images, config, num_frames=num_frames)
+        waves = invert_magnitude(magnitude, frame_length=int(config.frame_length),
+                                 frame_step=int(config.frame_step), n_iter=iterations,
+                                 length=n_samples)
+        out.append(np.asarray(waves, dtype=np.float32))
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return np.concatenate(out)
+
+
+def _input_info(path: Path) -> tuple[int, int, int]:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises RuntimeError/LibsndfileError
+        raise AudioFileError(f"cannot read {path}: {err}") from err
+    return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+def compress(input_wav: str | Path, output_path: str | Path, *,
+             model: str | Path | CodecModel | None = None,
+             bitrate: float | None = None, progress: bool = True) -> Path:
+    """Compress a WAV file into a ``.vqz`` file.
+
+    Parameters
+    ----------
+    input_wav : str or Path
+        Any length, sample rate and channel count (coded as a mono downmix).
+    output_path : str or Path
+        Destination; written atomically (nothing is left on failure).
+    model : str, Path or CodecModel, optional
+        Codec bundle folder; default: the shipped model.
+    bitrate : float, optional
+        Target in kbit/s: uses the most RVQ stages whose measured average
+        rate is at most this (or one stage). Default: all stages.
+    progress : bool
+        Show a progress bar on a terminal for inputs of 4+ windows.
+
+    Returns
+    -------
+    Path
+        ``output_path``.
+
+    Raises
+    ------
+    AudioFileError
+        If the input is missing or unreadable.
+    ValueError
+        For a non-positive bitrate.
+    """
+    from vqkeras.audio_io import read_wav
+
+    input_wav, output_path = Path(input_wav), Path(output_path)
+    codec = _as_model(model)
+    info = codec.info
+    stages = info.stages_for_bitrate(bitrate)
+    if not input_wav.is_file():
+        raise AudioFileError(f"input file not found: {input_wav}")
+    sample_rate, channels, frames = _input_info(input_wav)
+    audio = np.asarray(read_wav(input_wav, sample_rate=info.sample_rate, mono=True), np.float32)
+    num_samples = max(1, frames)
+    duration = num_samples / sample_rate
+    if duration > container.MAX_DURATION_S or channels > container.MAX_CHANNELS:
+        raise AudioFileError(f"{input_wav}: {duration:.0f} s, {channels} channels; the .vqz "
+                             f"format holds at most {container.MAX_DURATION_S} s and "
+                             f"{container.MAX_CHANNELS} channels")
+    length, n_windows = expected_windows(info, sample_rate, num_samples)
+    audio = np.pad(audio[:length], (0, n_windows * info.window_samples - min(len(audio), length)))
+    windows = audio.reshape(n_windows, info.window_samples)
+    gains = np.array([container.quantize_gain(float(np.max(np.abs(w)))) for w in windows],
+                     dtype=np.uint8)
+    scale = np.array([container.dequantize_gain(g) for g in gains], dtype=np.float32)
+    windows = np.clip(windows / np.where(scale > 0, scale, 1.0)[:, None], -1.0, 1.0)
+    indices = encode_windows(codec, windows.astype(np.float32), stages, progress=progress)
+    header = container.VQZHeader(model_id=info.model_id, sample_rate=sample_rate,
+                                 channels=channels, num_samples=num_samples,
+                                 num_windows=n_windows, grid=tuple(indices.shape[1:3]),
+                                 num_stages=stages)
+    if header.grid != info.grid:
+        raise CodecFormatError(f"model produced a {header.grid} code grid, codec.json "
+                               f"says {info.grid}")
+    payload = entropy.encode_indices(indices, info.counts_array)
+    _atomic_write_bytes(output_path, container.pack(header, gains, payload))
+    return output_path
+
+
+def decompress(input_path: str | Path, output_wav: str | Path, *,
+               model: str | Path | CodecModel | None = None,
+               iterations: int | None = None, progress: bool = True) -> Path:
+    """Decompress a ``.vqz`` file into a WAV file.
+
+    Parameters
+    ----------
+    input_path : str or Path
+        A file written by `compress` with the same model.
+    output_wav : str or Path
+        Destination WAV (original sample rate and channel count); written
+        atomically.
+    model : str, Path or CodecModel, optional
+        Codec bundle folder; default: the shipped model.
+    iterations : int, optional
+        Phase reconstruction iterations (default: the bundle's).
+    progress : bool
+        Show a progress bar on a terminal for inputs of 4+ windows.
+
+    Returns
+    -------
+    Path
+        ``output_wav``.
+
+    Raises
+    ------
+    CodecFormatError
+        If the file is damaged, of another format version, or made with
+        another model.
+    """
+    from vqkeras.audio_io import write_wav
+
+    input_path, output_wav = Path(input_path), Path(output_wav)
+    codec = _as_model(model)
+    info = codec.info
+    if iterations is None:
+        iterations = info.iterations
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer; "
+                         f"received iterations={iterations!r}")
+    if not input_path.is_file():
+        raise CodecFormatError(f"input file not found: {input_path}")
+    size = input_path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise CodecFormatError(f"{input_path} is {size} bytes, larger than any valid .vqz file")
+    header, gains, indices = read_vqz(input_path.read_bytes(), info)
+    waves = decode_windows(codec, indices, iterations=iterations, progress=progress)
+    scale = np.array([container.dequantize_gain(g) for g in gains], dtype=np.float32)
+    audio = (waves * scale[:, None]).reshape(-1)
+    length, _ = expected_windows(info, header.sample_rate, header.num_samples)
+    audio = audio[:length]
+    if header.sample_rate != info.sample_rate:
+        import soxr
+
+        audio = soxr.resample(audio, info.sample_rate, header.sample_rate, quality="HQ")
+    audio = np.pad(audio[:header.num_samples], (0, max(0, header.num_samples - len(audio))))
+    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+    if header.channels > 1:
+        audio = np.repeat(audio[:, None], header.channels, axis=1)
+    write_wav(output_wav, audio, header.sample_rate)
+    return output_wav

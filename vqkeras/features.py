@@ -1,0 +1,233 @@
+"""Waveforms <-> the models' "spectrogram images".
+
+An image is ``(frames, bins - 1, 1)`` in [0, 1] (time first, like Keras):
+the STFT magnitude divided by ``0.5 * sum(window)`` (so a full-scale sine
+peaks at 0 dB), in dB, clipped to ``[-dynamic_range_db, 0]`` and mapped
+linearly to [0, 1]. The Nyquist bin is dropped and the frames are cropped to a
+multiple of the encoder's time stride. The mapping is fixed, not per clip, so
+`image_to_magnitude` inverts it exactly inside the clip range: a decoder's
+output image turns back into a linear magnitude for phase reconstruction.
+
+>>> cfg = SpectrogramConfig()
+>>> waveform_to_image(np.zeros((2, cfg.num_samples), "float32"), cfg).shape
+(2, 500, 256, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+#: Waveforms sent through the STFT at once (bounds peak memory).
+_CHUNK = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class SpectrogramConfig:
+    """STFT and dB-scaling parameters of the model's spectrogram images.
+
+    Parameters
+    ----------
+    sample_rate : int
+        Audio sample rate in Hz.
+    frame_length : int
+        STFT window and FFT size in samples (Hann window, ``center=True``).
+    frame_step : int
+        Hop between frames in samples.
+    duration : float
+        Clip length in seconds (NSynth notes: 4 s).
+    dynamic_range_db : float
+        dB below full scale that map to image value 0.
+    """
+
+    sample_rate: int = 16000
+    frame_length: int = 512
+    frame_step: int = 128
+    duration: float = 4.0
+    dynamic_range_db: float = 100.0
+
+    def __post_init__(self):
+        for name in ("sample_rate", "frame_length", "frame_step"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        if self.frame_step > self.frame_length:
+            raise ValueError(f"frame_step must not exceed frame_length. Received: "
+                             f"frame_step={self.frame_step}, frame_length={self.frame_length}")
+        if not self.duration > 0:
+            raise ValueError(f"duration must be positive. Received: duration={self.duration}")
+        if not self.dynamic_range_db > 0:
+            raise ValueError(f"dynamic_range_db must be positive. Received: "
+                             f"dynamic_range_db={self.dynamic_range_db}")
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per clip, ``round(duration * sample_rate)``."""
+        return int(round(self.duration * self.sample_rate))
+
+    @property
+    def num_bins(self) -> int:
+        """STFT bins, ``frame_length // 2 + 1`` (the image has one fewer)."""
+        return self.frame_length // 2 + 1
+
+    @property
+    def num_frames(self) -> int:
+        """STFT frames of a ``num_samples`` clip (``center=True``)."""
+        return 1 + self.num_samples // self.frame_step
+
+    @property
+    def magnitude_scale(self) -> float:
+        """``0.5 * sum(hann window)``: the STFT peak of a full-scale sine."""
+        import scipy.signal
+
+        return 0.5 * float(np.sum(scipy.signal.get_window("hann", self.frame_length)))
+
+    def image_shape(self, *, time_multiple: int = 4, freq_multiple: int = 4) -> tuple[int, int, int]:
+        """Shape ``(frames, bins, 1)`` of one clip's image."""
+        return (_crop(self.num_frames, time_multiple), _crop(self.num_bins - 1, freq_multiple), 1)
+
+
+def _crop(n: int, multiple: int) -> int:
+    if not isinstance(multiple, (int, np.integer)) or multiple < 1:
+        raise ValueError(f"multiples must be positive integers. Received: {multiple!r}")
+    return n - n % multiple
+
+
+def _to_numpy(x) -> np.ndarray:
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def stft_magnitude(waves: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    """Linear STFT magnitude ``(batch, frames, bins)`` with vqkeras's `Spectrogram` layer."""
+    from vqkeras.layers.spectrogram import Spectrogram
+
+    waves = np.asarray(waves, dtype=np.float32)
+    if waves.ndim == 1:
+        waves = waves[None]
+    if waves.ndim != 2:
+        raise ValueError(f"waves must have shape (batch, samples). Received: shape={waves.shape}")
+    layer = Spectrogram(frame_length=config.frame_length, frame_step=config.frame_step,
+                        window="hann", center=True, mode="magnitude")
+    parts = []
+    for i in range(0, waves.shape[0], _CHUNK):
+        chunk = waves[i:i + _CHUNK]
+        # Pad the batch to a multiple of 8: backends compile per input shape,
+        # so ragged last chunks would each pay a fresh compilation.
+        pad = -len(chunk) % 8
+        padded = np.pad(chunk, ((0, pad), (0, 0))) if pad else chunk
+        parts.append(_to_numpy(layer(padded))[:len(chunk)])
+    return np.concatenate(parts, axis=0).astype(np.float32)
+
+
+def magnitude_to_image(
+    magnitude: np.ndarray,
+    config: SpectrogramConfig,
+    *,
+    time_multiple: int = 4,
+    freq_multiple: int = 4,
+) -> np.ndarray:
+    """Linear magnitude ``(batch, frames, bins)`` -> image ``(batch, frames', bins', 1)``.
+
+    The inverse of `image_to_magnitude` inside the clip range.
+    """
+    magnitude = np.asarray(magnitude, dtype=np.float32)
+    if magnitude.ndim != 3 or magnitude.shape[-1] != config.num_bins:
+        raise ValueError(f"magnitude must have shape (batch, frames, {config.num_bins}). "
+                         f"Received: shape={magnitude.shape}")
+    frames = _crop(magnitude.shape[1], time_multiple)
+    bins = _crop(config.num_bins - 1, freq_multiple)
+    # Drop the Nyquist bin (and any bins past a multiple of the frequency stride).
+    mag = magnitude[:, :frames, :bins] / config.magnitude_scale
+    rng_db = config.dynamic_range_db
+    floor = 10.0 ** (-rng_db / 20.0)
+    db = 20.0 * np.log10(np.maximum(mag, floor))
+    image = (np.clip(db, -rng_db, 0.0) + rng_db) / rng_db
+    return image[..., None].astype(np.float32)
+
+
+def waveform_to_image(
+    waves: np.ndarray,
+    config: SpectrogramConfig,
+    *,
+    time_multiple: int = 4,
+    freq_multiple: int = 4,
+) -> np.ndarray:
+    """Turn waveforms into the models' spectrogram images.
+
+    Parameters
+    ----------
+    waves : np.ndarray [shape=(batch, samples) or (samples,), float]
+        Audio in [-1, 1] at ``config.sample_rate``.
+    config : SpectrogramConfig
+    time_multiple : int
+        Frames are cropped (at the end) to a multiple of this: the encoder's
+        total time stride.
+    freq_multiple : int
+        Bins (after dropping Nyquist) are cropped to a multiple of this; with
+        the default power-of-two frame lengths nothing is cropped.
+
+    Returns
+    -------
+    np.ndarray [shape=(batch, frames, bins - 1, 1), float32, in [0, 1]]
+        1.0 is a full-scale sine's peak (0 dB); 0.0 is ``-dynamic_range_db``
+        or quieter.
+    """
+    return magnitude_to_image(stft_magnitude(waves, config), config,
+                              time_multiple=time_multiple, freq_multiple=freq_multiple)
+
+
+def image_to_magnitude(
+    images: np.ndarray,
+    config: SpectrogramConfig,
+    *,
+    num_frames: int | None = None,
+) -> np.ndarray:
+    """Invert `waveform_to_image`'s scaling: image -> linear STFT magnitude.
+
+    Parameters
+    ----------
+    images : np.ndarray [shape=(batch, frames, bins') or (batch, frames, bins', 1)]
+        Values are clipped to [0, 1] first (decoder outputs may overshoot).
+    config : SpectrogramConfig
+    num_frames : int or None
+        Frames of the output; frames missing from the image (cropped by
+        ``time_multiple``) are padded with silence (zero magnitude). Default:
+        ``config.num_frames``, the frame count of a full clip.
+
+    Returns
+    -------
+    np.ndarray [shape=(batch, num_frames, config.num_bins), float32]
+        Linear magnitude on the STFT's scale; Nyquist (and any cropped top
+        bins) set to zero. Image value 0 gives the floor
+        ``magnitude_scale * 10**(-dynamic_range_db / 20)``, not zero.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 4:
+        if images.shape[-1] != 1:
+            raise ValueError(f"images must have one channel. Received: shape={images.shape}")
+        images = images[..., 0]
+    if images.ndim != 3 or images.shape[-1] > config.num_bins - 1:
+        raise ValueError(f"images must have shape (batch, frames, <= {config.num_bins - 1}[, 1]). "
+                         f"Received: shape={images.shape}")
+    num_frames = config.num_frames if num_frames is None else int(num_frames)
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be positive. Received: num_frames={num_frames}")
+    rng_db = config.dynamic_range_db
+    db = np.clip(images, 0.0, 1.0) * rng_db - rng_db
+    mag = config.magnitude_scale * np.power(10.0, db / 20.0, dtype=np.float32)
+    out = np.zeros((images.shape[0], num_frames, config.num_bins), dtype=np.float32)
+    frames = min(num_frames, mag.shape[1])
+    out[:, :frames, :mag.shape[2]] = mag[:, :frames]
+    return out
+
+
+def db_to_image_value(db: float, config: SpectrogramConfig) -> float:
+    """Image value of a level given in dB relative to a full-scale sine."""
+    return float(min(max((db + config.dynamic_range_db) / config.dynamic_range_db, 0.0), 1.0))
+
+
+__all__ = ["SpectrogramConfig", "waveform_to_image", "image_to_magnitude", "magnitude_to_image",
+           "stft_magnitude", "db_to_image_value"]

@@ -1,0 +1,89 @@
+"""Backend-specific compilation and differentiation for the phase-reconstruction loops.
+
+The loops themselves are written in `keras.ops`; only two things differ per
+backend: how a function is compiled (`jax.jit` or `tf.function`) and how a
+gradient is taken (`jax.value_and_grad` or `tf.GradientTape`). Compiled
+functions are cached per backend and per key (shape and static parameters), so
+repeated calls with the same shapes do not retrace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import keras
+
+_CACHE: dict[tuple[str, Hashable], Callable[..., Any]] = {}
+_MAX_CACHE = 64
+
+
+def compiled(key: Hashable, make_fn: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    """Return `make_fn()` compiled for the active backend, cached under `key`.
+
+    Parameters
+    ----------
+    key : hashable
+        Everything that changes the traced graph: input shapes and the static
+        parameters (iteration counts, window, ...).
+    make_fn : callable
+        Builds the plain Python function (of tensors only) to compile.
+    """
+    backend = keras.backend.backend()
+    full_key = (backend, key)
+    fn = _CACHE.get(full_key)
+    if fn is not None:
+        return fn
+    raw = make_fn()
+    if backend == "jax":
+        import jax
+
+        fn = jax.jit(raw)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        # XLA is markedly faster than the plain TF graph for these FFT loops.
+        fn = tf.function(raw, jit_compile=True, reduce_retracing=False)
+    else:  # torch / numpy: run eagerly
+        fn = raw
+    if len(_CACHE) >= _MAX_CACHE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[full_key] = fn
+    return fn
+
+
+def value_and_grad(loss_fn: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, Any]]:
+    """Return `f(x) -> (loss_fn(x), d loss_fn / dx)` for the active backend.
+
+    `loss_fn` must map one tensor to a scalar using `keras.ops` only.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.value_and_grad(loss_fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def _vg(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = loss_fn(x)
+            return loss, tape.gradient(loss, x)
+
+        return _vg
+    if backend == "torch":
+        import torch
+
+        def _vg_torch(x):
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                loss = loss_fn(x)
+                (grad,) = torch.autograd.grad(loss, x)
+            return loss.detach(), grad
+
+        return _vg_torch
+    raise NotImplementedError(
+        f"Gradient-based phase reconstruction needs the jax, tensorflow or torch backend. "
+        f"Received: backend={backend!r}"
+    )

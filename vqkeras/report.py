@@ -1,0 +1,460 @@
+"""Run an experiment's notebooks with papermill and index the results.
+
+``run_report(["experiments/nsynth-minimal.yaml"])`` validates every YAML
+first (a typo fails with :class:`~vqkeras.errors.ConfigError` before any
+notebook runs), then executes ``notebooks/NN_*.ipynb`` in order into
+``reports/<experiment>/NN_*.ipynb`` with the experiment's parameters, and
+writes ``reports/<experiment>/index.md`` linking the executed notebooks, the
+figures (``figures/*.png``) and tables (``tables/*.csv``) they saved.
+
+The notebooks run in a Jupyter kernel started from this Python (the venv's),
+registered once as the ``vqkeras`` kernelspec under ``sys.prefix``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vqkeras.errors import ConfigError, VQKerasError
+
+log = logging.getLogger(__name__)
+
+KERNEL_NAME = "vqkeras"
+# The table shown inline in index.md, first one found wins.
+KEY_TABLES = ("evaluation", "latent_size")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_NOTEBOOK = re.compile(r"^\d\d_[A-Za-z0-9_-]+\.ipynb$")
+
+
+class NotebookError(VQKerasError, RuntimeError):
+    """A report notebook failed; the message names the executed copy and the cell's error."""
+
+
+def default_notebooks_dir() -> Path:
+    """The ``notebooks/`` folder of the source checkout this package runs from."""
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The report notebooks ``NN_name.ipynb`` of a folder, in reading (number) order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder does not exist or holds no numbered notebook.
+    """
+    folder = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"notebooks folder not found: {folder} (run from a source checkout of vqkeras, "
+            "or pass notebooks_dir=)")
+    notebooks = sorted(p for p in folder.iterdir() if _NOTEBOOK.match(p.name))
+    if not notebooks:
+        raise FileNotFoundError(f"no NN_name.ipynb notebooks in {folder}")
+    return notebooks
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Make sure a Jupyter kernelspec ``name`` starts *this* Python; install it if not.
+
+    The kernelspec goes under ``sys.prefix`` (the venv), so papermill's kernel
+    sees the same packages as the caller, whatever ``python3`` kernel the
+    system has.
+
+    Returns
+    -------
+    str
+        The kernel name to pass to papermill.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+        argv0 = spec.argv[0] if spec.argv else ""
+        if argv0 and Path(argv0).absolute() == Path(sys.executable).absolute():
+            return name
+    except NoSuchKernel:
+        pass
+    from ipykernel import kernelspec
+
+    try:
+        where = kernelspec.install(kernel_name=name, display_name="Python (vqkeras)", prefix=sys.prefix)
+    except OSError:  # read-only prefix: fall back to the user's Jupyter folder
+        where = kernelspec.install(kernel_name=name, display_name="Python (vqkeras)", user=True)
+    log.info("installed Jupyter kernel %r for %s in %s", name, sys.executable, where)
+    return name
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a mapping in the experiment")
+        node = child
+    node[parts[-1]] = value
+
+
+def _apply_overrides(path: Path, overrides: Mapping[str, Any]) -> dict:
+    """The YAML at ``path`` as a dict with dotted-key ``overrides`` applied."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: an experiment YAML must be a mapping")
+    # load_config names an experiment without `name` after its file; keep that
+    # name, not "experiment" (the derived file's stem).
+    data.setdefault("name", path.stem)
+    for key, value in overrides.items():
+        _set_dotted(data, key, value)
+    return data
+
+
+def _write_yaml(data: dict, out: Path) -> Path:
+    import yaml
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def _yaml_backend(path: Path) -> str | None:
+    """The ``backend`` a YAML sets explicitly (the config's default does not count)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    return data.get("backend") if isinstance(data, dict) else None
+
+
+def _cell_error(err: Exception) -> str:
+    ename = getattr(err, "ename", type(err).__name__)
+    evalue = _ANSI.sub("", str(getattr(err, "evalue", err))).strip()
+    return f"{ename}: {evalue}"
+
+
+def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_root: str | Path = "reports",
+               notebooks_dir: str | Path | None = None, kernel_name: str | None = None,
+               overrides: Mapping[str, Any] | None = None, backend: str | None = None,
+               progress: bool = True) -> list[Path]:
+    """Execute the report notebooks for each experiment and write its ``index.md``.
+
+    Parameters
+    ----------
+    experiment_paths : sequence of str or Path
+        Experiment YAMLs. All are validated with
+        :func:`vqkeras.config.load_config` before any notebook runs.
+    reports_root : str or Path
+        Reports go to ``<reports_root>/<experiment name>/``.
+    notebooks_dir : str or Path, optional
+        Folder of ``NN_name.ipynb`` notebooks (default: the checkout's
+        ``notebooks/``).
+    kernel_name : str, optional
+        Jupyter kernel to run them in (default: the ``vqkeras`` kernelspec for
+        this Python, installed if needed).
+    overrides : mapping of dotted key -> value, optional
+        Changes applied to every YAML, e.g. ``{"dataset.root": "/data/x",
+        "runs_root": "/tmp/runs"}``. The changed YAML is written as
+        ``<report>/experiment.yaml`` and that file is what the notebooks read.
+    backend : str, optional
+        Keras backend for the notebooks. Default: the ``backend`` the YAML
+        sets, else ``$KERAS_BACKEND``, else ``"jax"``.
+    progress : bool
+        Show papermill's progress bar.
+
+    Returns
+    -------
+    list of Path
+        The ``index.md`` of each experiment, in input order.
+
+    Raises
+    ------
+    ConfigError
+        A YAML is invalid (raised before anything runs).
+    NotebookError
+        A notebook failed: names the executed notebook and the cell's error.
+    """
+    from vqkeras.config import load_config
+
+    if isinstance(experiment_paths, (str, Path)):
+        experiment_paths = [experiment_paths]
+    if not experiment_paths:
+        raise ValueError("run_report needs at least one experiment YAML. Received: experiment_paths=[]")
+    if backend is not None and backend not in {"jax", "tensorflow"}:
+        raise ValueError(f"backend must be 'jax' or 'tensorflow'. Received: backend={backend!r}")
+    notebooks = list_notebooks(notebooks_dir)
+    root = Path(reports_root)
+
+    # Validate everything first: a typo in the third YAML must not cost the
+    # first two experiments' training time.
+    plan = []
+    for path in experiment_paths:
+        path = Path(path)
+        config = load_config(path)
+        explicit_backend = _yaml_backend(path)
+        derived = None
+        if overrides:
+            derived = _apply_overrides(path, overrides)
+            config = load_config(derived)
+            explicit_backend = derived.get("backend")
+        run_backend = backend or explicit_backend or os.environ.get("KERAS_BACKEND") or config.backend
+        plan.append((path.resolve(), derived, config, (root / config.name).resolve(), run_backend))
+
+    kernel = kernel_name or ensure_kernel()
+    indexes = []
+    with _package_on_kernel_path():
+        for path, derived, config, reports_dir, run_backend in plan:
+            if derived is not None:  # the notebooks read the YAML with the overrides applied
+                path = _write_yaml(derived, reports_dir / "experiment.yaml")
+            indexes.append(_run_notebooks(notebooks, kernel=kernel, experiment=path, config=config,
+                                          reports_dir=reports_dir, backend=run_backend, progress=progress))
+    return indexes
+
+
+@contextlib.contextmanager
+def _package_on_kernel_path():
+    """Let the kernel import this very vqkeras even when it is not installed (a checkout)."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([package_root] + ([old] if old else []))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def _run_notebooks(notebooks: list[Path], *, kernel: str, experiment: Path, config, reports_dir: Path,
+                   backend: str, progress: bool) -> Path:
+    """Execute ``notebooks`` for one experiment into ``reports_dir``; return its index.md."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {"experiment": str(experiment), "reports_dir": str(reports_dir), "backend": backend}
+    executed = []
+    for notebook in notebooks:
+        out = reports_dir / notebook.name
+        log.info("%s: running %s -> %s", config.name, notebook.name, out)
+        try:
+            # cwd: relative paths in the YAML (dataset root, runs_root) mean
+            # the same in the notebooks as for the caller.
+            pm.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name=kernel,
+                                progress_bar=progress, cwd=os.getcwd(), language="python")
+        except PapermillExecutionError as err:
+            raise NotebookError(f"notebook {out} failed in cell {err.exec_count}: {_cell_error(err)} "
+                                f"(open {out} to see the traceback)") from err
+        executed.append(out)
+    return write_index(reports_dir, title=config.name, experiment=experiment,
+                       description=config.description or "", notebooks=executed)
+
+
+def _notebook_title(path: Path) -> str:
+    """The first markdown heading of a notebook, else its file name."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # an unreadable notebook still gets a link
+        return path.stem
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return path.stem
+
+
+def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path | None = None,
+                description: str = "", notebooks: Iterable[str | Path] | None = None) -> Path:
+    """Write ``<reports_dir>/index.md`` linking notebooks, figures and tables.
+
+    The key table (``tables/evaluation.csv``, else ``tables/latent_size.csv``,
+    else the first table) is inlined as markdown. Links are relative to the
+    report folder, so it can be moved or published as a whole.
+
+    Parameters
+    ----------
+    reports_dir : str or Path
+        The experiment's report folder.
+    title : str
+        Heading (the experiment name).
+    experiment : str or Path, optional
+        The YAML it was run from.
+    description : str
+        The experiment's description.
+    notebooks : iterable of paths, optional
+        Executed notebooks (default: every ``NN_*.ipynb`` in the folder).
+
+    Returns
+    -------
+    Path
+        The ``index.md`` written.
+    """
+    import pandas as pd
+
+    from vqkeras.plots import markdown_table
+
+    reports_dir = Path(reports_dir)
+    if notebooks is None:
+        notebooks = sorted(p for p in reports_dir.glob("*.ipynb") if _NOTEBOOK.match(p.name))
+    notebooks = [Path(p) for p in notebooks]
+    figures = sorted((reports_dir / "figures").glob("*.png"))
+    tables = sorted((reports_dir / "tables").glob("*.csv"))
+
+    def rel(p: Path) -> str:
+        return Path(os.path.relpath(Path(p).resolve(), reports_dir.resolve())).as_posix()
+
+    lines = [f"# Report: {title}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    if experiment is not None:
+        shown = Path(experiment)
+        if shown.is_absolute() and shown.is_relative_to(Path.cwd()):
+            shown = shown.relative_to(Path.cwd())  # the path the user typed, usually
+        lines += [f"Experiment: `{shown.as_posix()}`", ""]
+    lines += ["## Notebooks", ""]
+    lines += [f"{i}. [{_notebook_title(nb)}]({rel(nb)})" for i, nb in enumerate(notebooks, 1)] or ["(none)"]
+    lines.append("")
+
+    by_stem = {t.stem: t for t in tables}
+    key = next((by_stem[k] for k in KEY_TABLES if k in by_stem), tables[0] if tables else None)
+    if key is not None:
+        lines += [f"## Key results ([{key.name}]({rel(key)}))", "", markdown_table(pd.read_csv(key))]
+    lines += ["## Figures", ""]
+    for fig in figures:
+        lines += [f"### {fig.stem}", "", f"![{fig.stem}]({rel(fig)})", ""]
+    if not figures:
+        lines += ["(none)", ""]
+    lines += ["## Tables", ""]
+    lines += [f"- [{t.name}]({rel(t)})" for t in tables] or ["(none)"]
+    lines.append("")
+
+    out = reports_dir / "index.md"
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+# Helpers the notebooks share (kept here so the notebooks stay thin). ----------
+
+PCM_BITS_PER_SAMPLE = 16
+PIXEL_BITS = 8
+
+
+def is_audio(config) -> bool:
+    """Whether an experiment's data are audio spectrograms (vs images)."""
+    return bool(config.dataset.is_audio)
+
+
+def model_label(config) -> str:
+    """``"VQ-VAE"`` or ``"AE"``: the series a run belongs to in the latent-size figure."""
+    return "VQ-VAE" if config.model.kind == "vqvae" else "AE"
+
+
+def describe_run(config) -> dict[str, Any]:
+    """Size facts of one run: latent grid, bits per clip, bitrate, compression ratio.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        One expanded run.
+
+    Returns
+    -------
+    dict
+        ``run``, ``model`` (VQ-VAE / AE), ``K`` (codebook size; None for an
+        AE), ``D``, ``stages``, ``series`` (line of the latent-size figure),
+        ``latent_grid``, ``latent_bits_per_clip``
+        (VQ-VAE: cells x log2(K) x stages; AE: cells x D x 32),
+        ``latent_kbit``, ``kbit_per_s`` (audio only), and
+        ``compression_ratio`` against 16-bit PCM (audio) or 8-bit pixels
+        (images).
+    """
+    import math
+
+    from vqkeras.config import input_shape, latent_bits, latent_shape
+
+    vq = config.model.kind == "vqvae"
+    bits = int(latent_bits(config))
+    h, w = latent_shape(config)
+    row: dict[str, Any] = {
+        "run": config.run_name,
+        "model": model_label(config),
+        "K": int(config.model.num_embeddings) if vq else None,
+        "D": int(config.model.embedding_dim),
+        "stages": int(getattr(config.model, "num_stages", 1) or 1) if vq else None,
+        # The line the run belongs to in the latent-size figure: AEs grow D,
+        # VQ-VAEs grow K at a fixed D.
+        "series": model_label(config) if not vq else (
+            f"VQ-VAE D={config.model.embedding_dim}"
+            + (f", {config.model.num_stages} stages" if config.model.num_stages > 1 else "")),
+        "latent_grid": f"{h}x{w}",
+        "latent_bits_per_clip": bits,
+        "latent_kbit": bits / 1000.0,
+    }
+    if is_audio(config):
+        spec = config.spectrogram
+        pcm_bits = round(spec.sample_rate * spec.duration) * PCM_BITS_PER_SAMPLE
+        row["kbit_per_s"] = bits / 1000.0 / spec.duration
+    else:
+        pcm_bits = math.prod(input_shape(config)) * PIXEL_BITS
+    row["compression_ratio"] = pcm_bits / bits
+    return row
+
+
+def provenance(**parameters: Any) -> dict[str, Any]:
+    """What a notebook ran with: its parameters, the git commit, library versions.
+
+    The last cell of every report notebook prints this, so an executed copy
+    says which code produced it.
+    """
+    import platform
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    info: dict[str, Any] = dict(parameters)
+    info["git_commit"] = commit
+    info["python"] = platform.python_version()
+    for module in ("keras", "jax", "tensorflow"):
+        if module in sys.modules:
+            info[module] = getattr(sys.modules[module], "__version__", "?")
+    return info
+
+
+def load_runs(experiment: str | Path, *, backend: str | None = None):
+    """An experiment's config and its runs (the sweep expanded), on ``backend``.
+
+    A report can run an experiment on another backend than its YAML names
+    (``vqkeras --backend tensorflow report ...``); the runs then carry that
+    backend, so `vqkeras.training.train` accepts them.
+
+    Returns
+    -------
+    (ExperimentConfig, list of ExperimentConfig)
+    """
+    from vqkeras.config import load_config
+
+    config = load_config(experiment)
+    runs = config.expand()
+    if backend is not None and config.backend != backend:
+        runs = [run.with_overrides({"backend": backend}) for run in runs]
+    return config, runs

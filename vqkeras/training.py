@@ -1,0 +1,297 @@
+"""Train one run of an experiment into its run folder, resumably.
+
+Run folder layout (see docs/design.md, "Run folder")::
+
+    runs/<experiment>/<run_name>/
+        config.yaml  model.keras  done  history.csv  tensorboard/
+        checkpoints/epoch-0003.keras  checkpoints/state.json
+
+Every epoch ends with a checkpoint (model + optimizer state) and a small JSON
+state; an interrupted run resumes from the last complete epoch, and a
+finished run (``done`` marker) is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vqkeras.config import ExperimentConfig, input_shape, load_config
+from vqkeras.errors import ConfigError
+
+__all__ = ["check_backend", "load_run", "train"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.keras"
+DONE_FILE = "done"
+HISTORY_FILE = "history.csv"
+STATE_FILE = "state.json"
+# Keys that may change between an interrupted run and its resumption.
+_RESUMABLE_KEYS = ("description", "runs_root")
+_RESUMABLE_TRAINING_KEYS = ("epochs", "verbose", "keep_checkpoints", "tensorboard")
+
+
+def check_backend(config: ExperimentConfig) -> str:
+    """Raise `ConfigError` unless ``config.backend`` is the active Keras backend."""
+    import keras
+
+    active = keras.backend.backend()
+    if config.backend != active:
+        raise ConfigError(f"backend: the experiment asks for {config.backend!r} but Keras is running "
+                          f"on {active!r}; set KERAS_BACKEND={config.backend} before starting Python "
+                          f"(or run `vqkeras --backend {config.backend} ...`)")
+    return active
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_model_atomic(model, path: Path) -> None:
+    # Keras insists on the .keras suffix, so the temp name keeps it.
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _comparable(config_dict: dict) -> dict:
+    data = {k: v for k, v in config_dict.items() if k not in _RESUMABLE_KEYS and k != "phase_reconstruction"}
+    data["training"] = {k: v for k, v in data["training"].items() if k not in _RESUMABLE_TRAINING_KEYS}
+    return data
+
+
+def _read_state(run_dir: Path) -> dict | None:
+    path = run_dir / "checkpoints" / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s is damaged; starting the run from scratch", path)
+        return None
+    if not (run_dir / "checkpoints" / state.get("checkpoint", "")).is_file():
+        log.warning("checkpoint named in %s is missing; starting from scratch", path)
+        return None
+    return state
+
+
+def _truncate_history(path: Path, completed_epochs: int) -> None:
+    """Drop history rows of epochs that were not checkpointed (they are redone)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    if "epoch" not in header:
+        return
+    col = header.index("epoch")
+    kept = [r for r in body if r and r[col].isdigit() and int(r[col]) < completed_epochs]
+    if len(kept) != len(body):
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows([header, *kept])
+        os.replace(tmp, path)
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Remove what `train` writes (and evaluations of the old model), nothing else."""
+    for name in ("checkpoints", "tensorboard", "evaluation"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in (MODEL_FILE, DONE_FILE, HISTORY_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _make_checkpoint_callback(run_dir: Path, *, seed: int, keep: int):
+    import keras
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """Save model + optimizer and ``state.json`` after every epoch, keep the last ``keep``."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            folder = run_dir / "checkpoints"
+            folder.mkdir(exist_ok=True)
+            name = f"epoch-{epoch + 1:04d}.keras"
+            _save_model_atomic(self.model, folder / name)
+            state = {"completed_epochs": epoch + 1, "checkpoint": name, "seed": seed,
+                     # Shuffling of epoch e uses np.random.default_rng([seed, e]).
+                     "shuffle_rng": {"seed": seed, "next_epoch": epoch + 1},
+                     "logs": {k: float(v) for k, v in (logs or {}).items()}}
+            _atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=1))
+            for old in sorted(folder.glob("epoch-*.keras"))[:-keep]:
+                old.unlink(missing_ok=True)
+
+    return EpochCheckpoint()
+
+
+def _distribution(batch_size: int):
+    """`keras.distribution.DataParallel` over all JAX devices when there are several."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    devices = jax.devices()
+    if len(devices) < 2:
+        return None
+    if batch_size % len(devices):
+        raise ConfigError(f"training.batch_size: {batch_size} must be a multiple of the number of "
+                          f"devices ({len(devices)}) for data-parallel training")
+    log.info("data-parallel training on %d %s devices", len(devices), devices[0].platform)
+    return keras.distribution.DataParallel(devices=devices)
+
+
+def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path | None = None,
+          resume: bool = True, callbacks: Sequence[Any] = ()) -> Path:
+    """Train one run and return its run folder.
+
+    Parameters
+    ----------
+    config : ExperimentConfig, path or dict
+        One run (call ``config.expand()`` first for a sweep).
+    run_dir : str or Path, optional
+        Run folder (default ``config.run_dir()``: ``runs/<name>/<run_name>``).
+    resume : bool
+        Continue from the last complete epoch if the folder holds checkpoints,
+        and skip a finished run. False starts over (deletes the run's outputs).
+    callbacks : sequence of keras.callbacks.Callback
+        Extra callbacks (e.g. `vqkeras.phase.AudioReconstructionCallback`).
+
+    Returns
+    -------
+    Path
+        The run folder, with ``model.keras``, ``history.csv`` and ``done``.
+
+    Raises
+    ------
+    ConfigError
+        The config has a sweep, its backend is not the active one, or the run
+        folder holds a different experiment.
+    """
+    import keras
+    import yaml
+
+    from vqkeras.datasets import load_split
+    from vqkeras.models import build_model, compile_model
+
+    config = load_config(config)
+    if config.sweep is not None:
+        raise ConfigError(f"{config.name}: has a sweep; train each of config.expand() instead")
+    backend = check_backend(config)
+    run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
+    if not resume:
+        _clear_run(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if config_path.is_file():
+        saved = yaml.safe_load(config_path.read_text()) or {}
+        if _comparable(load_config(saved).to_dict()) != _comparable(config.to_dict()):
+            raise ConfigError(f"{run_dir}: holds a run of a different configuration; train with "
+                              f"resume=False (`vqkeras train --restart`) or pick another name/run folder")
+    if (run_dir / DONE_FILE).is_file() and (run_dir / MODEL_FILE).is_file():
+        log.info("%s: already trained, skipping", run_dir)
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    for stale in run_dir.glob("checkpoints/.tmp-*"):
+        stale.unlink(missing_ok=True)  # half-written by a killed run
+
+    keras.utils.set_random_seed(config.seed)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    training = config.training
+    train_split = load_split(config, "train")
+    valid = load_split(config, "valid").images if training.validation else None
+    train_images = train_split.images
+    distribution = _distribution(training.batch_size)
+    if distribution is not None:
+        # Sharded batches must split evenly over the devices.
+        n = len(train_images) - len(train_images) % training.batch_size
+        train_images = train_images[:n]
+        if valid is not None:
+            valid = valid[: len(valid) - len(valid) % training.batch_size] if len(valid) >= training.batch_size else None
+    if len(train_images) == 0:
+        raise ConfigError(f"dataset: no training examples left (batch_size {training.batch_size})")
+
+    state = _read_state(run_dir) if resume else None
+    scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
+    with scope:
+        if state is not None:
+            completed = int(state["completed_epochs"])
+            log.info("%s: resuming after epoch %d of %d", run_dir, completed, training.epochs)
+            import vqkeras.layers  # noqa: F401  (registers custom layers)
+
+            model = keras.saving.load_model(run_dir / "checkpoints" / state["checkpoint"], compile=True)
+        else:
+            completed = 0
+            (run_dir / HISTORY_FILE).unlink(missing_ok=True)
+            model = build_model(config.model, input_shape(config))
+            compile_model(model, learning_rate=training.learning_rate)
+        _truncate_history(run_dir / HISTORY_FILE, completed)
+
+        all_callbacks = [keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True)]
+        if training.tensorboard:
+            all_callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
+                                                             write_graph=False, profile_batch=0))
+        all_callbacks.append(_make_checkpoint_callback(run_dir, seed=config.seed,
+                                                       keep=training.keep_checkpoints))
+        all_callbacks.extend(callbacks)
+        for epoch in range(completed, training.epochs):
+            # One fit() per epoch so the shuffle order depends only on (seed, epoch):
+            # a resumed run sees exactly the data order of an uninterrupted one.
+            order = (np.random.default_rng([config.seed, epoch]).permutation(len(train_images))
+                     if training.shuffle else np.arange(len(train_images)))
+            x = train_images[order]
+            model.fit(x, x, batch_size=training.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+                      shuffle=False, validation_data=(valid, valid) if valid is not None else None,
+                      callbacks=all_callbacks, verbose=training.verbose)
+    _save_model_atomic(model, run_dir / MODEL_FILE)
+    (run_dir / DONE_FILE).write_text(json.dumps({"epochs": training.epochs, "backend": backend}) + "\n")
+    return run_dir
+
+
+def load_run(run_dir: str | Path, *, checkpoint: bool = False):
+    """The config and trained model of a run folder.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+    checkpoint : bool
+        If True and the run is unfinished, load its latest checkpoint instead
+        of raising.
+
+    Returns
+    -------
+    (ExperimentConfig, VQVAE | Autoencoder)
+    """
+    from vqkeras.models import load_model
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    config = load_config(config_path)
+    model_path = run_dir / MODEL_FILE
+    if not model_path.is_file():
+        state = _read_state(run_dir) if checkpoint else None
+        if state is None:
+            raise FileNotFoundError(f"{run_dir}: the run has no trained model yet ({MODEL_FILE}); "
+                                    f"train it first")
+        model_path = run_dir / "checkpoints" / state["checkpoint"]
+    return config, load_model(model_path)
