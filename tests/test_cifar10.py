@@ -24,6 +24,8 @@ def batches():
 
 @pytest.fixture
 def python_dir(tmp_path, batches):
+    tmp_path = tmp_path / "cifar-10-batches-py"
+    tmp_path.mkdir()
     for name, (data, labels) in batches.items():
         batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
                  b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
@@ -35,6 +37,8 @@ def python_dir(tmp_path, batches):
 
 @pytest.fixture
 def binary_dir(tmp_path, batches):
+    tmp_path = tmp_path / "cifar-10-batches-bin"
+    tmp_path.mkdir()
     for name, (data, labels) in batches.items():
         records = np.concatenate([np.asarray(labels, np.uint8)[:, None], data], axis=1)
         (tmp_path / f"{name}.bin").write_bytes(records.tobytes())
@@ -93,7 +97,6 @@ def test_damaged_and_missing(python_dir, binary_dir, tmp_path):
     (python_dir / "test_batch").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DatasetError, match="not a readable pickle"):
         load_cifar10(python_dir, "test")
-    (binary_dir / "test_batch").unlink(missing_ok=True)
     (python_dir / "test_batch").unlink()
     with pytest.raises(DatasetError, match="missing \\['test_batch'\\]"):
         load_cifar10(python_dir, "test")

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 
-from vqkeras.data import nsynth as nsynth_mod
 from vqkeras.data.nsynth import NSynthDataset
 from vqkeras.errors import AudioFileError, DatasetError
 from vqkeras.features import SpectrogramConfig

@@ -138,6 +138,16 @@ def _make_checkpoint_callback(run_dir: Path, *, seed: int, keep: int):
     return EpochCheckpoint()
 
 
+def _has_tensorboard() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        log.warning("the tensorboard package is not installed: no tensorboard/ logs "
+                    "(pip install tensorboard)")
+        return False
+    return True
+
+
 def _distribution(batch_size: int):
     """`keras.distribution.DataParallel` over all JAX devices when there are several."""
     import keras
@@ -246,7 +256,7 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
         _truncate_history(run_dir / HISTORY_FILE, completed)
 
         all_callbacks = [keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True)]
-        if training.tensorboard:
+        if training.tensorboard and _has_tensorboard():
             all_callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
                                                              write_graph=False, profile_batch=0))
         all_callbacks.append(_make_checkpoint_callback(run_dir, seed=config.seed,
