@@ -140,6 +140,11 @@ def equal_time_comparison(df) -> list[str]:
             lines.append(f"| {row.iterations} | {row.wall_s:.2f} | {row.sc_db_mean:.2f} | "
                          f"(faster than our shortest run) | |")
             continue
+        if row.wall_s > ours.wall_s.max():
+            lines.append(f"| {row.iterations} | {row.wall_s:.2f} | {row.sc_db_mean:.2f} | "
+                         f"(longer than our longest run, {ours.sc_db_mean.iloc[-1]:.2f} dB "
+                         f"in {ours.wall_s.iloc[-1]:.2f} s) | |")
+            continue
         ours_sc = float(np.interp(np.log(row.wall_s), np.log(ours.wall_s), ours.sc_db_mean))
         lines.append(f"| {row.iterations} | {row.wall_s:.2f} | {row.sc_db_mean:.2f} | "
                      f"{ours_sc:.2f} | {row.sc_db_mean - ours_sc:+.2f} |")

@@ -156,6 +156,8 @@ def test_report_of_the_tiny_nsynth_experiment_end_to_end(tmp_path, rendered_data
     tables = {t.stem: pd.read_csv(t) for t in (rep / "tables").glob("*.csv")}
     assert {"evaluation", "latent_size", "error_per_frequency"} <= set(tables)
     for name, table in tables.items():
+        if name == "evaluation_per_clip":  # waveform metrics are NaN past phase_reconstruction.max_clips
+            table = table[["mse", "sse"]]
         numbers = table.select_dtypes("number").to_numpy(dtype=float)
         assert numbers.size and np.isfinite(numbers).all(), name
 

@@ -169,9 +169,6 @@ class Spectrogram(keras.layers.Layer):
         self.sample_rate = sample_rate
         self._mel = None
         self._window_array = None
-        # Spectrograms are computed in float32 even under mixed precision:
-        # keras.ops.stft only takes float32/float64.
-        self.input_spec = None
 
     @property
     def num_bins(self) -> int:

@@ -1,0 +1,64 @@
+"""A `.keras` file saved on one backend reloads on the other and gives identical codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.backend
+
+_RELOAD = """
+import json, sys
+import numpy as np
+import keras
+import vqkeras.layers  # registers the classes
+model = keras.saving.load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+feats = model.get_layer("features")(model.get_layer("spec")(x))
+vq = model.get_layer("vq").encode(feats)
+rvq = model.get_layer("rvq").encode(feats)
+print(json.dumps({"backend": keras.backend.backend(),
+                  "vq": np.asarray(vq).tolist(), "rvq": np.asarray(rvq).tolist(),
+                  "out": np.asarray(model(x)).tolist()}))
+"""
+
+
+def test_codes_identical_on_the_other_backend(notes, tmp_path, backend):
+    from vqkeras.layers import ResidualVectorQuantizer, Spectrogram, VectorQuantizer
+
+    other = {"jax": "tensorflow", "tensorflow": "jax"}.get(backend)
+    if other is None:
+        pytest.skip(f"cross-backend check is written for jax <-> tensorflow, not {backend}")
+    x = notes[:2, :8000]
+    inputs = keras.Input((8000,))
+    spec = Spectrogram(frame_length=256, frame_step=128, mode="db", name="spec")(inputs)
+    feats = keras.layers.Dense(8, name="features")(spec)
+    vq = VectorQuantizer(16, 8, ema=True, initializer="first_batch", seed=0, name="vq")
+    rvq = ResidualVectorQuantizer(2, 16, 8, seed=0, name="rvq")
+    model = keras.Model(inputs, keras.layers.Add()([vq(feats), rvq(feats)]))
+    # Train the quantisers a little so the saved state is not the initial one.
+    f = model.get_layer("features")(model.get_layer("spec")(x))
+    vq(f, training=True)
+    rvq(f, training=True)
+    path, xpath = tmp_path / "model.keras", tmp_path / "x.npy"
+    model.save(path)
+    np.save(xpath, x)
+
+    env = {**os.environ, "KERAS_BACKEND": other}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", _RELOAD, str(path), str(xpath)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["backend"] == other
+    np.testing.assert_array_equal(np.array(got["vq"]), np.asarray(vq.encode(f)))
+    np.testing.assert_array_equal(np.array(got["rvq"]), np.asarray(rvq.encode(f)))
+    np.testing.assert_allclose(np.array(got["out"]), np.asarray(model(x)), atol=1e-3)
