@@ -58,7 +58,8 @@ bench: install data
 	KERAS_BACKEND=jax $(BIN)/python benchmarks/rate_distortion.py
 
 default-model: install data
-	KERAS_BACKEND=jax $(BIN)/vqkeras codec train-default --data $(DATA_DIR)
+	# TensorFlow: its XLA convolutions train this model ~8x faster on CPU than JAX.
+	KERAS_BACKEND=tensorflow $(BIN)/vqkeras --backend tensorflow codec train-default --data $(DATA_DIR)
 
 clean:
 	rm -rf runs reports/*/ .pytest_cache

