@@ -221,17 +221,24 @@ def _verdict(summary) -> str:
     if ours.empty or opus6.empty:
         return "Target not evaluated (Opus or our model missing)."
     opus6 = opus6.iloc[0]
-    cheap = ours[ours.kbps <= opus6.kbps / 4]
-    if cheap.empty:
-        return (f"Target NOT met: no stage count of ours is at or below a quarter of Opus 6k's "
-                f"real rate ({opus6.kbps / 4:.2f} kbit/s).")
-    best = cheap.iloc[-1]
-    lsd_ok = best.lsd_db <= opus6.lsd_db
-    vq_ok = np.isnan(best.visqol) or best.visqol >= opus6.visqol
-    met = "met" if lsd_ok and vq_ok else "NOT met"
-    return (f"Target {met}: {best.condition} at {best.kbps:.2f} kbit/s (<= a quarter of Opus 6k's "
-            f"{opus6.kbps:.2f}) has LSD {best.lsd_db:.2f} dB vs {opus6.lsd_db:.2f} dB and ViSQOL "
-            f"{best.visqol:.2f} vs {opus6.visqol:.2f}.")
+    lines = []
+    # Opus's real rate on 4-s clips includes Ogg overhead; judge against both
+    # a quarter of its real rate and a quarter of the nominal 6 kbit/s.
+    for label, limit in (("real", opus6.kbps / 4), ("nominal", 1.5)):
+        cheap = ours[ours.kbps <= limit]
+        if cheap.empty:
+            lines.append(f"Target ({label} rate) NOT met: no stage count of ours is at or below "
+                         f"{limit:.2f} kbit/s.")
+            continue
+        best = cheap.iloc[-1]
+        lsd_ok = best.lsd_db <= opus6.lsd_db
+        vq_ok = np.isnan(best.visqol) or best.visqol >= opus6.visqol
+        met = "met" if lsd_ok and vq_ok else "NOT met"
+        lines.append(f"Target against a quarter of Opus 6k's {label} rate ({limit:.2f} kbit/s) "
+                     f"{met}: {best.condition} at {best.kbps:.2f} kbit/s has LSD "
+                     f"{best.lsd_db:.2f} dB vs {opus6.lsd_db:.2f} dB and ViSQOL "
+                     f"{best.visqol:.2f} vs {opus6.visqol:.2f}.")
+    return "\n\n".join(lines)
 
 
 def _write_markdown(path: Path, summary, n_clips: int, iterations: int, rtf_enc: float,

@@ -146,6 +146,37 @@ def _setup():
     return plt, sns
 
 
+def _maybe_log(ax, axis: str, values) -> None:
+    """Log scale when the values are positive and span at least a decade.
+
+    Tick labels stay plain numbers (``0.01``, ``200``) and minor ticks get
+    none, so a narrow range does not end in overlapping ``2x10^1`` labels.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0 or (values <= 0).any() or values.max() < 10 * values.min():
+        return
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    # 1-2-5 ticks: a range of one or two decades still gets several labels.
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _splits(data: pd.DataFrame) -> list[str]:
+    """Training before validation in legends, and only the splits present."""
+    return [s for s in ("training", "validation") if (data["split"] == s).any()]
+
+
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def history_curve_columns(history: pd.DataFrame) -> list[str]:
     """Loss/error columns of a ``history.csv`` frame (training and ``val_``).
 
@@ -194,12 +225,13 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     for ax, metric in zip(axes[0], metrics):
         part = data[data["metric"] == metric]
         if len(part):
-            sns.lineplot(part, x="epoch", y="value", hue="run", style="split", style_order=["training", "validation"], marker="o", ax=ax,
+            sns.lineplot(part, x="epoch", y="value", hue="run", style="split", style_order=_splits(data), marker="o", ax=ax,
                          legend=ax is axes[0][-1])
         ax.set_title(metric)
         ax.set_ylabel(metric)
-        if len(part) and (part["value"] > 0).all() and part["value"].max() > 20 * part["value"].min():
-            ax.set_yscale("log")
+        _integer_epochs(ax)
+        if len(part):
+            _maybe_log(ax, "y", part["value"])
     if len(data):
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
     fig.suptitle("Training curves")
@@ -222,7 +254,10 @@ def plot_codebook_usage(histories: Mapping[str, pd.DataFrame]) -> Figure | None:
         None when no run logged codebook statistics (e.g. only autoencoders).
     """
     def columns_of(history):
-        return [c for c in history.columns if c.endswith(("perplexity", "usage"))]
+        # Validation columns that are all zero mean "not measured" (the
+        # statistics are only updated in training steps), not a dead codebook.
+        return [c for c in history.columns if c.endswith(("perplexity", "usage"))
+                and not (c.startswith("val_") and (history[c] == 0).all())]
 
     data = _long_history(histories, columns_of)
     if data.empty:
@@ -232,9 +267,10 @@ def plot_codebook_usage(histories: Mapping[str, pd.DataFrame]) -> Figure | None:
     stats = list(dict.fromkeys(data["statistic"]))
     fig, axes = plt.subplots(1, len(stats), figsize=(4.8 * len(stats), 3.6), squeeze=False)
     for ax, stat in zip(axes[0], stats):
-        sns.lineplot(data[data["statistic"] == stat], x="epoch", y="value", hue="run", style="split", style_order=["training", "validation"],
+        sns.lineplot(data[data["statistic"] == stat], x="epoch", y="value", hue="run", style="split", style_order=_splits(data),
                      marker="o", ax=ax, legend=ax is axes[0][-1])
         ax.set_title(f"codebook {stat}")
+        _integer_epochs(ax)
         ax.set_ylabel(stat)
     sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
     fig.tight_layout()
@@ -272,10 +308,8 @@ def plot_latent_size(results: pd.DataFrame, *, error: str, x: str = "latent_kbit
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
     sns.lineplot(data, x=x, y=error, hue=series, style=series, markers=True, dashes=False, ax=ax,
                  markersize=8, sort=True)
-    if (data[x] > 0).all():
-        ax.set_xscale("log")
-    if (data[error] > 0).all():
-        ax.set_yscale("log")
+    _maybe_log(ax, "x", data[x])
+    _maybe_log(ax, "y", data[error])
     ax.set_xlabel("latent size (kbit)")
     ax.set_ylabel(error)
     ax.set_title(title)
@@ -315,8 +349,7 @@ def plot_error_frequency_response(frequencies_hz: np.ndarray, errors: Mapping[st
     data = pd.concat(frames, ignore_index=True)
     fig, ax = plt.subplots(figsize=(8, 4))
     sns.lineplot(data, x="frequency (Hz)", y="error", hue="run", ax=ax, linewidth=1)
-    if (data["error"] > 0).all():
-        ax.set_yscale("log")
+    _maybe_log(ax, "y", data["error"])
     ax.set_ylabel(ylabel)
     ax.set_title("Error frequency response")
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
@@ -413,5 +446,35 @@ def plot_image_grid(originals: np.ndarray, reconstructions: Sequence[np.ndarray]
             ax.set_yticks([])
             if i == 0:
                 ax.set_ylabel(titles[r], rotation=0, ha="right", va="center", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_trained_vs_untrained(evaluation: pd.DataFrame, *, trained: str = "test_mse",
+                              untrained: str = "untrained_mse", ylabel: str = "test MSE per pixel") -> Figure:
+    """Bars of each run's error, trained next to the same model at initialisation.
+
+    Parameters
+    ----------
+    evaluation : pandas.DataFrame
+        One row per run with the columns ``run``, ``trained`` and ``untrained``.
+    trained, untrained : str
+        Error columns.
+    ylabel : str
+        y-axis label.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt, sns = _setup()
+    long = evaluation.melt(id_vars=["run"], value_vars=[trained, untrained], var_name="model state",
+                           value_name="error")
+    long["model state"] = long["model state"].map({trained: "trained", untrained: "untrained"})
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(evaluation) + 2), 3.6))
+    sns.barplot(long, x="run", y="error", hue="model state", ax=ax)
+    _maybe_log(ax, "y", long["error"])
+    ax.set_ylabel(ylabel)
+    ax.set_title("Trained vs untrained error")
     fig.tight_layout()
     return fig

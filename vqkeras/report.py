@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 KERNEL_NAME = "vqkeras"
 # The table shown inline in index.md, first one found wins.
 KEY_TABLES = ("evaluation", "latent_size")
+# Columns of the inlined table (when present); the CSV link has them all.
+KEY_COLUMNS = ("run", "model", "K", "D", "stages", "latent_kbit", "kbit_per_s", "compression_ratio",
+               "test_mse", "test_sse_per_spectrogram", "untrained_mse", "mse_improvement_factor",
+               "test_spectral_convergence_db", "val_mse", "val_sse_per_spectrogram")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NOTEBOOK = re.compile(r"^\d\d_[A-Za-z0-9_-]+\.ipynb$")
 
@@ -310,7 +314,8 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
     """Write ``<reports_dir>/index.md`` linking notebooks, figures and tables.
 
     The key table (``tables/evaluation.csv``, else ``tables/latent_size.csv``,
-    else the first table) is inlined as markdown. Links are relative to the
+    else the first table) is inlined as markdown, cut to `KEY_COLUMNS` when
+    it has them. Links are relative to the
     report folder, so it can be moved or published as a whole.
 
     Parameters
@@ -339,8 +344,12 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
     if notebooks is None:
         notebooks = sorted(p for p in reports_dir.glob("*.ipynb") if _NOTEBOOK.match(p.name))
     notebooks = [Path(p) for p in notebooks]
-    figures = sorted((reports_dir / "figures").glob("*.png"))
-    tables = sorted((reports_dir / "tables").glob("*.csv"))
+    # Creation order is the notebooks' reading order (training curves first).
+    def in_order(paths):
+        return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    figures = in_order((reports_dir / "figures").glob("*.png"))
+    tables = in_order((reports_dir / "tables").glob("*.csv"))
 
     def rel(p: Path) -> str:
         return Path(os.path.relpath(Path(p).resolve(), reports_dir.resolve())).as_posix()
@@ -360,7 +369,11 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
     by_stem = {t.stem: t for t in tables}
     key = next((by_stem[k] for k in KEY_TABLES if k in by_stem), tables[0] if tables else None)
     if key is not None:
-        lines += [f"## Key results ([{key.name}]({rel(key)}))", "", markdown_table(pd.read_csv(key))]
+        table = pd.read_csv(key)
+        columns = [c for c in KEY_COLUMNS if c in table]
+        if len(columns) >= 2:
+            table = table[columns]
+        lines += [f"## Key results ([{key.name}]({rel(key)}))", "", markdown_table(table)]
     lines += ["## Figures", ""]
     for fig in figures:
         lines += [f"### {fig.stem}", "", f"![{fig.stem}]({rel(fig)})", ""]

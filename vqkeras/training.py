@@ -116,6 +116,27 @@ def _clear_run(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
+def _seed_generators(model) -> list:
+    """Every `keras.random.SeedGenerator` in the model, in a stable order.
+
+    Their states are not part of a `.keras` file, so the checkpoint's JSON
+    state keeps them: a resumed run draws the same random numbers (quantizer
+    restarts, dropout) as an uninterrupted one.
+    """
+    return [sg for layer in model._flatten_layers(include_self=True)
+            for sg in getattr(layer, "_seed_generators", [])]
+
+
+def _restore_seed_states(model, states: list) -> None:
+    generators = _seed_generators(model)
+    if len(generators) != len(states):
+        log.warning("checkpoint has %d random-generator states, the model %d: not restored",
+                    len(states), len(generators))
+        return
+    for generator, value in zip(generators, states):
+        generator.state.assign(np.asarray(value, dtype="uint32"))
+
+
 def _make_checkpoint_callback(run_dir: Path, *, seed: int, keep: int):
     import keras
 
@@ -130,6 +151,8 @@ def _make_checkpoint_callback(run_dir: Path, *, seed: int, keep: int):
             state = {"completed_epochs": epoch + 1, "checkpoint": name, "seed": seed,
                      # Shuffling of epoch e uses np.random.default_rng([seed, e]).
                      "shuffle_rng": {"seed": seed, "next_epoch": epoch + 1},
+                     "seed_generators": [np.asarray(keras.ops.convert_to_numpy(g.state)).tolist()
+                                         for g in _seed_generators(self.model)],
                      "logs": {k: float(v) for k, v in (logs or {}).items()}}
             _atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=1))
             for old in sorted(folder.glob("epoch-*.keras"))[:-keep]:
@@ -146,6 +169,19 @@ def _has_tensorboard() -> bool:
                     "(pip install tensorboard)")
         return False
     return True
+
+
+def _make_progbar(total_epochs: int):
+    import keras
+
+    class RunProgbar(keras.callbacks.ProgbarLogger):
+        """Keras's progress bar, showing "Epoch 3/10" although fit() runs one epoch at a time."""
+
+        def set_params(self, params):
+            super().set_params(params)
+            self.epochs = total_epochs
+
+    return RunProgbar()
 
 
 def _distribution(batch_size: int):
@@ -207,7 +243,7 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
     if not resume:
         _clear_run(run_dir)
     config_path = run_dir / CONFIG_FILE
-    if config_path.is_file():
+    if resume and config_path.is_file():
         saved = yaml.safe_load(config_path.read_text()) or {}
         if _comparable(load_config(saved).to_dict()) != _comparable(config.to_dict()):
             raise ConfigError(f"{run_dir}: holds a run of a different configuration; train with "
@@ -248,6 +284,7 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
             import vqkeras.layers  # noqa: F401  (registers custom layers)
 
             model = keras.saving.load_model(run_dir / "checkpoints" / state["checkpoint"], compile=True)
+            _restore_seed_states(model, state.get("seed_generators", []))
         else:
             completed = 0
             (run_dir / HISTORY_FILE).unlink(missing_ok=True)
@@ -262,6 +299,8 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
         all_callbacks.append(_make_checkpoint_callback(run_dir, seed=config.seed,
                                                        keep=training.keep_checkpoints))
         all_callbacks.extend(callbacks)
+        if training.verbose:
+            all_callbacks.append(_make_progbar(training.epochs))
         for epoch in range(completed, training.epochs):
             # One fit() per epoch so the shuffle order depends only on (seed, epoch):
             # a resumed run sees exactly the data order of an uninterrupted one.
