@@ -100,6 +100,9 @@ def test_bitrate_selects_stages_and_file_size_grows(codec, note_wav, tmp_path):
     # Below the one-stage rate: still one stage (the smallest).
     low = compress(note_wav, tmp_path / "low.vqz", model=codec, bitrate=0.01, progress=False)
     assert container.unpack(low.read_bytes())[0].num_stages == 1
+    # A one-stage file decodes with the four-stage model (RVQ prefix).
+    out = decompress(low, tmp_path / "low.wav", model=codec, iterations=ITERATIONS, progress=False)
+    assert out.stat().st_size == 44 + 2 * 64000
     with pytest.raises(ValueError, match="bitrate"):
         compress(note_wav, tmp_path / "bad.vqz", model=codec, bitrate=-3, progress=False)
 

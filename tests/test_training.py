@@ -88,8 +88,10 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
 
     Also the determinism check: two uninterrupted runs give identical weights.
     """
+    # No validation: one compiled function less per process (test time).
     config = tiny_config.with_overrides({"training.epochs": 2, "training.tensorboard": True,
-                                         "runs_root": str(tmp_path)}, run_name="killed")
+                                         "training.validation": False, "runs_root": str(tmp_path)},
+                                        run_name="killed")
     config_path = tmp_path / "killed.yaml"
     config_path.write_text(yaml.safe_dump(config.to_dict()))
     proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(config_path)], env=_subprocess_env(),
@@ -120,8 +122,8 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
 
 
 def test_restart_clears_the_run(tiny_config, tmp_path):
-    config = tiny_config.with_overrides({"runs_root": str(tmp_path), "training.keep_checkpoints": 1},
-                                        run_name="restart")
+    config = tiny_config.with_overrides({"runs_root": str(tmp_path), "training.keep_checkpoints": 1,
+                                         "training.validation": False}, run_name="restart")
     run_dir = train(config)
     (run_dir / "evaluation").mkdir()
     train(config, resume=False)
@@ -144,7 +146,8 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent("""
 def test_data_parallel_on_two_host_devices(tiny_config, tmp_path):
     if keras.backend.backend() != "jax":
         pytest.skip("keras.distribution.DataParallel is used on JAX only")
-    config = tiny_config.with_overrides({"runs_root": str(tmp_path)}, run_name="dp")
+    config = tiny_config.with_overrides({"runs_root": str(tmp_path), "training.validation": False},
+                                        run_name="dp")
     config_path = tmp_path / "dp.yaml"
     config_path.write_text(yaml.safe_dump(config.to_dict()))
     env = _subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")

@@ -68,7 +68,7 @@ class EvaluationResult:
         lines = [f"{name} ({self.split}, {len(self.per_clip)} clips, "
                  f"latent {self.info.get('latent_bits', '?')} bits):"]
         for key, value in self.summary.items():
-            if key in _LABELS:
+            if key in _LABELS and value is not None:
                 base = self.untrained_summary.get(key)
                 extra = f"  (untrained {base:.4g})" if base is not None else ""
                 lines.append(f"  {_LABELS[key]:<28} {value:.4g}{extra}")
@@ -157,7 +157,7 @@ def evaluate(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Pat
     result = EvaluationResult(per_clip, summary, untrained_summary, error_per_frequency, frequencies,
                               run_dir, split, info)
     _save(result)
-    log.info("%s", result.summary_text())
+    log.debug("%s", result.summary_text())
     return result
 
 
@@ -200,7 +200,9 @@ def _save(result: EvaluationResult) -> None:
     result.per_clip.to_csv(out / ".per_clip.csv.tmp", index=False)
     os.replace(out / ".per_clip.csv.tmp", out / "per_clip.csv")
     payload = {"trained": result.summary, "untrained": result.untrained_summary, **result.info}
-    _atomic_text(out / "summary.json", json.dumps(payload, indent=1, allow_nan=True) + "\n")
+    # Standard JSON: NaN (e.g. no waveform metrics) is written as null.
+    payload = json.loads(json.dumps(payload), parse_constant=lambda _: None)
+    _atomic_text(out / "summary.json", json.dumps(payload, indent=1) + "\n")
     if result.error_per_frequency is not None:
         lines = ["frequency_hz,mse"] + [f"{f:.6g},{e:.8g}" for f, e in
                                         zip(result.frequencies_hz, result.error_per_frequency)]

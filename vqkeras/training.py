@@ -243,7 +243,8 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
     if not resume:
         _clear_run(run_dir)
     config_path = run_dir / CONFIG_FILE
-    if resume and config_path.is_file():
+    has_progress = (run_dir / "checkpoints" / STATE_FILE).is_file() or (run_dir / DONE_FILE).is_file()
+    if resume and has_progress and config_path.is_file():
         saved = yaml.safe_load(config_path.read_text()) or {}
         if _comparable(load_config(saved).to_dict()) != _comparable(config.to_dict()):
             raise ConfigError(f"{run_dir}: holds a run of a different configuration; train with "
