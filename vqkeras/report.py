@@ -224,15 +224,20 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
             explicit_backend = derived.get("backend")
         run_backend = backend or explicit_backend or os.environ.get("KERAS_BACKEND") or config.backend
         plan.append((path.resolve(), derived, config, (root / config.name).resolve(), run_backend))
+    note = ("with overrides " + ", ".join(f"`{k}={v}`" for k, v in overrides.items())
+            + " (the notebooks read `experiment.yaml`)") if overrides else ""
 
     kernel = kernel_name or ensure_kernel()
     indexes = []
     with _package_on_kernel_path():
         for path, derived, config, reports_dir, run_backend in plan:
+            source = path
             if derived is not None:  # the notebooks read the YAML with the overrides applied
                 path = _write_yaml(derived, reports_dir / "experiment.yaml")
-            indexes.append(_run_notebooks(notebooks, kernel=kernel, experiment=path, config=config,
-                                          reports_dir=reports_dir, backend=run_backend, progress=progress))
+            executed = _run_notebooks(notebooks, kernel=kernel, experiment=path, config=config,
+                                      reports_dir=reports_dir, backend=run_backend, progress=progress)
+            indexes.append(write_index(reports_dir, title=config.name, experiment=source, note=note,
+                                       description=config.description or "", notebooks=executed))
     return indexes
 
 
@@ -252,8 +257,8 @@ def _package_on_kernel_path():
 
 
 def _run_notebooks(notebooks: list[Path], *, kernel: str, experiment: Path, config, reports_dir: Path,
-                   backend: str, progress: bool) -> Path:
-    """Execute ``notebooks`` for one experiment into ``reports_dir``; return its index.md."""
+                   backend: str, progress: bool) -> list[Path]:
+    """Execute ``notebooks`` for one experiment into ``reports_dir``; return the executed copies."""
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -276,8 +281,7 @@ def _run_notebooks(notebooks: list[Path], *, kernel: str, experiment: Path, conf
         except (DeadKernelError, CellTimeoutError) as err:  # e.g. killed for memory
             raise NotebookError(f"notebook {out}: the kernel stopped: {type(err).__name__}: {err}") from err
         executed.append(out)
-    return write_index(reports_dir, title=config.name, experiment=experiment,
-                       description=config.description or "", notebooks=executed)
+    return executed
 
 
 def _clear_outputs(reports_dir: Path) -> None:
@@ -310,7 +314,8 @@ def _notebook_title(path: Path) -> str:
 
 
 def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path | None = None,
-                description: str = "", notebooks: Iterable[str | Path] | None = None) -> Path:
+                description: str = "", notebooks: Iterable[str | Path] | None = None,
+                note: str = "") -> Path:
     """Write ``<reports_dir>/index.md`` linking notebooks, figures and tables.
 
     The key table (``tables/evaluation.csv``, else ``tables/latent_size.csv``,
@@ -330,6 +335,8 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
         The experiment's description.
     notebooks : iterable of paths, optional
         Executed notebooks (default: every ``NN_*.ipynb`` in the folder).
+    note : str
+        Markdown appended to the experiment line (e.g. the overrides used).
 
     Returns
     -------
@@ -361,7 +368,7 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
         shown = Path(experiment)
         if shown.is_absolute() and shown.is_relative_to(Path.cwd()):
             shown = shown.relative_to(Path.cwd())  # the path the user typed, usually
-        lines += [f"Experiment: `{shown.as_posix()}`", ""]
+        lines += [f"Experiment: `{shown.as_posix()}`" + (f" {note}" if note else ""), ""]
     lines += ["## Notebooks", ""]
     lines += [f"{i}. [{_notebook_title(nb)}]({rel(nb)})" for i, nb in enumerate(notebooks, 1)] or ["(none)"]
     lines.append("")
