@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from vqkeras.errors import AudioFileError
+from vqkeras.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,5 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
         raise ValueError(f"audio for {path} contains NaN or infinite samples")
     if int(sample_rate) <= 0:
         raise ValueError(f"sample_rate must be positive. Received: sample_rate={sample_rate}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sf.write(handle, np.clip(audio, -1.0, 1.0), int(sample_rate), subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        sf.write(tmp, np.clip(audio, -1.0, 1.0), int(sample_rate), subtype="PCM_16", format="WAV")

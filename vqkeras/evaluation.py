@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vqkeras.config import ExperimentConfig, input_shape, latent_bits, load_config
+from vqkeras.files import atomic_path, atomic_write_text
 
 __all__ = ["EvaluationResult", "evaluate", "load_evaluation"]
 
@@ -82,12 +82,6 @@ def _per_example(fn, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _predict(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype="float32")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def evaluate(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path | None = None,
@@ -197,16 +191,16 @@ def _audio_metrics(config: ExperimentConfig, data, recon: np.ndarray, untrained:
 def _save(result: EvaluationResult) -> None:
     out = result.run_dir / "evaluation" / result.split
     out.mkdir(parents=True, exist_ok=True)
-    result.per_clip.to_csv(out / ".per_clip.csv.tmp", index=False)
-    os.replace(out / ".per_clip.csv.tmp", out / "per_clip.csv")
+    with atomic_path(out / "per_clip.csv") as tmp:
+        result.per_clip.to_csv(tmp, index=False)
     payload = {"trained": result.summary, "untrained": result.untrained_summary, **result.info}
     # Standard JSON: NaN (e.g. no waveform metrics) is written as null.
     payload = json.loads(json.dumps(payload), parse_constant=lambda _: None)
-    _atomic_text(out / "summary.json", json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(payload, indent=1) + "\n")
     if result.error_per_frequency is not None:
         lines = ["frequency_hz,mse"] + [f"{f:.6g},{e:.8g}" for f, e in
                                         zip(result.frequencies_hz, result.error_per_frequency)]
-        _atomic_text(out / "error_per_frequency.csv", "\n".join(lines) + "\n")
+        atomic_write_text(out / "error_per_frequency.csv", "\n".join(lines) + "\n")
 
 
 def load_evaluation(run_dir: str | Path, split: str = "test") -> EvaluationResult:

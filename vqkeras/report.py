@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vqkeras.errors import ConfigError, VQKerasError
+from vqkeras.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,7 @@ def _apply_overrides(path: Path, overrides: Mapping[str, Any]) -> dict:
 def _write_yaml(data: dict, out: Path) -> Path:
     import yaml
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, yaml.safe_dump(data, sort_keys=False))
     return out
 
 

@@ -17,7 +17,6 @@ import contextlib
 import csv
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from vqkeras.config import ExperimentConfig, input_shape, load_config
 from vqkeras.errors import ConfigError
+from vqkeras.files import atomic_path, atomic_write_text
 
 __all__ = ["check_backend", "load_run", "train"]
 
@@ -54,17 +54,9 @@ def check_backend(config: ExperimentConfig) -> str:
     return active
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _save_model_atomic(model, path: Path) -> None:
-    # Keras insists on the .keras suffix, so the temp name keeps it.
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # keeps the .keras suffix Keras insists on
+        model.save(tmp)
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -102,10 +94,8 @@ def _truncate_history(path: Path, completed_epochs: int) -> None:
     col = header.index("epoch")
     kept = [r for r in body if r and r[col].isdigit() and int(r[col]) < completed_epochs]
     if len(kept) != len(body):
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             csv.writer(f).writerows([header, *kept])
-        os.replace(tmp, path)
 
 
 def _clear_run(run_dir: Path) -> None:
@@ -154,7 +144,7 @@ def _make_checkpoint_callback(run_dir: Path, *, seed: int, keep: int):
                      "seed_generators": [np.asarray(keras.ops.convert_to_numpy(g.state)).tolist()
                                          for g in _seed_generators(self.model)],
                      "logs": {k: float(v) for k, v in (logs or {}).items()}}
-            _atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=1))
+            atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=1))
             for old in sorted(folder.glob("epoch-*.keras"))[:-keep]:
                 old.unlink(missing_ok=True)
 
@@ -253,8 +243,8 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
         log.info("%s: already trained, skipping", run_dir)
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-    for stale in run_dir.glob("checkpoints/.tmp-*"):
+    atomic_write_text(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    for stale in run_dir.glob("checkpoints/.*.tmp*"):
         stale.unlink(missing_ok=True)  # half-written by a killed run
 
     keras.utils.set_random_seed(config.seed)

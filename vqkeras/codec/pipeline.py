@@ -23,9 +23,7 @@ sounds (notes of up to 4 s fit in one window).
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ import numpy as np
 from vqkeras.codec import container, entropy
 from vqkeras.codec.codec_model import CodecInfo, CodecModel, load_codec_model
 from vqkeras.errors import AudioFileError, CodecFormatError
+from vqkeras.files import atomic_write_bytes
 
 MAX_FILE_BYTES = container.HEADER_SIZE + container.MAX_WINDOWS + container.MAX_PAYLOAD_BYTES + 4
 BATCH_WINDOWS = 8  # windows per network call: bounded memory for long files
@@ -95,22 +94,6 @@ def _progress(total: int, desc: str):
     # Only draw a bar for long inputs on an interactive terminal.
     return tqdm(total=total, desc=desc, unit="window", leave=False,
                 disable=total < 4 or not sys.stderr.isatty())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _spec_config(info: CodecInfo):
@@ -243,7 +226,7 @@ def compress(input_wav: str | Path, output_path: str | Path, *,
         raise CodecFormatError(f"model produced a {header.grid} code grid, codec.json "
                                f"says {info.grid}")
     payload = entropy.encode_indices(indices, info.counts_array)
-    _atomic_write_bytes(output_path, container.pack(header, gains, payload))
+    atomic_write_bytes(output_path, container.pack(header, gains, payload))
     return output_path
 
 
