@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "VectorQuantizer": "vqkeras.layers.vector_quantizer",
+    "QuantizerMetricsModel": "vqkeras.layers.vector_quantizer",
+    "update_quantizer_metrics": "vqkeras.layers.vector_quantizer",
     "ResidualVectorQuantizer": "vqkeras.layers.residual_vector_quantizer",
     "Spectrogram": "vqkeras.layers.spectrogram",
     "griffin_lim": "vqkeras.phase.griffin_lim",
