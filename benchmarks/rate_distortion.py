@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="phase reconstruction iterations (default: the bundle's)")
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (faster)")
     args = parser.parse_args(argv)
+    missing = [tool for tool in ("opusenc", "opusdec", "lame") if not shutil.which(tool)]
+    if missing:
+        print(f"note: {', '.join(missing)} not installed (Debian opus-tools / lame): baseline rows skipped",
+              file=sys.stderr)
 
     import pandas as pd
 
