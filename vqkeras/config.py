@@ -492,4 +492,8 @@ def load_config(source: str | Path | Mapping[str, Any] | ExperimentConfig) -> Ex
             raise ConfigError(f"{path}: the file is empty")
         if isinstance(data, Mapping) and "name" not in data:
             data = {**data, "name": path.stem}
+        try:
+            return _from_mapping(ExperimentConfig, data, "")
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None  # say which file, too
     return _from_mapping(ExperimentConfig, data, "")
