@@ -163,3 +163,20 @@ def test_bad_inputs_give_clear_errors(rng):
         vq.encode(np.zeros((2, 3), "float32"))
     with pytest.raises(ValueError, match="integer indices"):
         vq.decode(np.zeros((2,), "float32"))
+
+
+def test_statistics_logged_for_validation_too(rng):
+    """fit logs perplexity and usage of the validation batches, not zeros."""
+    from vqkeras.layers.vector_quantizer import QuantizerMetricsModel, VectorQuantizer
+
+    _, x = _clusters(rng, n=128)
+    inputs = keras.Input((4,))
+    outputs = VectorQuantizer(16, 4, ema=True, initializer="kmeans++", name="vq")(inputs)
+    model = QuantizerMetricsModel(inputs, outputs)
+    model.compile("adam", "mse")
+    hist = model.fit(x, x, validation_data=(x[:64], x[:64]), epochs=1, batch_size=64, verbose=0).history
+    # k-means++ on 8 clusters uses several codes: perplexity > 2 on both splits.
+    assert hist["vq_perplexity"][0] > 2.0 and hist["val_vq_perplexity"][0] > 2.0
+    assert 0.0 < hist["val_vq_usage"][0] <= 1.0
+    evaluated = model.evaluate(x, x, verbose=0, return_dict=True)
+    assert evaluated["vq_perplexity"] > 2.0

@@ -306,7 +306,9 @@ class VectorQuantizer(keras.layers.Layer):
         usage = ops.mean(ops.cast(counts > 0, "float32"))
         self.last_perplexity.assign(perplexity)
         self.last_usage.assign(usage)
-        if training:
+        # Report statistics in fit (training=True) and evaluate/validation
+        # (training=False); training=None is a symbolic build or a bare call.
+        if training is not None:
             if keras.backend.backend() == "jax":
                 self._stats_pending = True  # the model's compute_loss pushes them
             else:
@@ -345,7 +347,7 @@ class VectorQuantizer(keras.layers.Layer):
         self.usage_tracker.update_state(usage)
 
     def update_metric_trackers(self):
-        """Push the last training batch's perplexity and usage into the trackers.
+        """Push the last batch's perplexity and usage into the trackers.
 
         Called by `update_quantizer_metrics` from a model's `compute_loss` (the
         JAX path); a no-op when `call` already did it (TensorFlow).
