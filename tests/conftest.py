@@ -60,7 +60,7 @@ def tiny_config(rendered_dataset, tmp_path_factory):
     """experiments/nsynth-tiny.yaml on the `rendered_dataset`, for the active backend."""
     import keras
 
-    from vqkeras.config import load_config
+    from vqkeras.experiments.config import load_config
 
     root = Path(__file__).resolve().parent.parent
     return load_config(root / "experiments" / "nsynth-tiny.yaml").with_overrides({
@@ -71,7 +71,7 @@ def tiny_config(rendered_dataset, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_config):
     """A trained nsynth-tiny run (3 epochs): ``(config, run_dir)``."""
-    from vqkeras.training import train
+    from vqkeras.experiments.training import train
 
     config = tiny_config.with_overrides({"training.epochs": 3}, run_name="trained")
     return config, train(config)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vqkeras.config import input_shape, latent_bits, latent_shape, load_config
+from vqkeras.experiments.config import input_shape, latent_bits, latent_shape, load_config
 from vqkeras.errors import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"

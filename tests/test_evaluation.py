@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from vqkeras.evaluation import evaluate, load_evaluation
-from vqkeras.training import train
+from vqkeras.experiments.evaluation import evaluate, load_evaluation
+from vqkeras.experiments.training import train
 
 from conftest import FASHION_MNIST_DIR
 

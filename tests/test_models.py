@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from vqkeras.config import latent_bits, latent_shape, load_config
-from vqkeras.models import VQVAE, Autoencoder, build_model, compile_model, load_model
+from vqkeras.experiments.config import latent_bits, latent_shape, load_config
+from vqkeras.experiments.models import VQVAE, Autoencoder, build_model, compile_model, load_model
 
 SHAPE = (32, 16, 1)  # a small time-first "spectrogram image"
 SMALL = dict(num_hiddens=8, num_residual_layers=1, num_residual_hiddens=4)

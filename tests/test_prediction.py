@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from vqkeras.errors import AudioFileError, ConfigError
-from vqkeras.prediction import predict, resolve_model
+from vqkeras.experiments.prediction import predict, resolve_model
 
 
 @pytest.mark.backend

@@ -13,8 +13,8 @@ import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from vqkeras.errors import ConfigError
-from vqkeras.plots import markdown_table, save_figure, save_table
-from vqkeras.report import NotebookError, provenance, run_report, write_index
+from vqkeras.experiments.plots import markdown_table, save_figure, save_table
+from vqkeras.experiments.report import NotebookError, provenance, run_report, write_index
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from vqkeras.config import load_config
+from vqkeras.experiments.config import load_config
 from vqkeras.errors import ConfigError
-from vqkeras.training import load_run, train
+from vqkeras.experiments.training import load_run, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,8 +68,8 @@ def test_backend_mismatch_and_changed_config_are_refused(tiny_config, tiny_run):
 _KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import keras
-    from vqkeras.config import load_config
-    from vqkeras.training import train
+    from vqkeras.experiments.config import load_config
+    from vqkeras.experiments.training import train
 
     class KillMidEpoch(keras.callbacks.Callback):
         # SIGKILL in the middle of the second epoch, after epoch 1's checkpoint.
@@ -137,8 +137,8 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent("""
     logging.basicConfig(level=logging.INFO)
     import jax
     assert len(jax.devices()) == 2, jax.devices()
-    from vqkeras.config import load_config
-    from vqkeras.training import train
+    from vqkeras.experiments.config import load_config
+    from vqkeras.experiments.training import train
     print(train(load_config(sys.argv[1])))
 """)
 

@@ -28,8 +28,8 @@ def _cmd_data_render(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from vqkeras.config import load_config
-    from vqkeras.training import train
+    from vqkeras.experiments.config import load_config
+    from vqkeras.experiments.training import train
 
     config = load_config(args.file)
     for run_config in config.expand():
@@ -37,8 +37,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from vqkeras.config import load_config
-    from vqkeras.evaluation import evaluate
+    from vqkeras.experiments.config import load_config
+    from vqkeras.experiments.evaluation import evaluate
 
     config = load_config(args.file)
     for run_config in config.expand():
@@ -47,13 +47,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from vqkeras.prediction import predict
+    from vqkeras.experiments.prediction import predict
 
     print(predict(args.input, args.output, model=args.model, iterations=args.iterations))
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from vqkeras.report import run_report
+    from vqkeras.experiments.report import run_report
 
     for path in run_report(args.experiments, reports_root=args.reports_root, backend=args.backend):
         print(path)

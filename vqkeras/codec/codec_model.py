@@ -193,7 +193,7 @@ class CodecModel:
             import keras
 
             import vqkeras.layers  # noqa: F401  (registers the custom layers)
-            import vqkeras.models  # noqa: F401
+            import vqkeras.experiments.models  # noqa: F401
 
             model = keras.saving.load_model(self.model_path, compile=False)
             digest = weights_sha256(model)

@@ -89,9 +89,9 @@ def train_default_model(data_dir: str | os.PathLike = "data/nsynth-rendered",
     """
     import keras
 
-    from vqkeras.config import input_shape, load_config
+    from vqkeras.experiments.config import input_shape, load_config
     from vqkeras.features import waveform_to_image
-    from vqkeras.models import build_model, compile_model
+    from vqkeras.experiments.models import build_model, compile_model
 
     cfg = load_config(config or DEFAULT_CONFIG)
     data_dir = Path(data_dir)

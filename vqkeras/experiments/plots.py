@@ -3,13 +3,13 @@
 Every figure of a report is saved through :func:`save_figure` into
 ``<reports_dir>/figures/<name>.png`` and every table through
 :func:`save_table` into ``<reports_dir>/tables/<name>.csv``, so the report
-index (:mod:`vqkeras.report`) finds them by folder. The plotting functions
+index (:mod:`vqkeras.experiments.report`) finds them by folder. The plotting functions
 take plain pandas / numpy data (what ``history.csv`` and
-:func:`vqkeras.evaluation.evaluate` give) and return a matplotlib ``Figure``;
+:func:`vqkeras.experiments.evaluation.evaluate` give) and return a matplotlib ``Figure``;
 they never import Keras.
 
 matplotlib, seaborn and pandas are imported inside the functions, so
-``import vqkeras.plots`` is cheap.
+``import vqkeras.experiments.plots`` is cheap.
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def plot_latent_size(results: pd.DataFrame, *, error: str, x: str = "latent_kbit
         Latent size column, in kbit (log scale).
     series : str
         Column naming the line each run belongs to, e.g. ``"AE"`` (growing D)
-        or ``"VQ-VAE D=64"`` (growing K); see `vqkeras.report.describe_run`.
+        or ``"VQ-VAE D=64"`` (growing K); see `vqkeras.experiments.report.describe_run`.
     title : str
         Figure title.
 

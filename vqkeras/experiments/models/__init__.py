@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vqkeras.models.blocks import build_decoder, build_encoder, residual_stack
-from vqkeras.models.vqvae import VQVAE, Autoencoder, compile_model, sum_squared_error
+from vqkeras.experiments.models.blocks import build_decoder, build_encoder, residual_stack
+from vqkeras.experiments.models.vqvae import VQVAE, Autoencoder, compile_model, sum_squared_error
 
 if TYPE_CHECKING:
-    from vqkeras.config import ModelConfig
+    from vqkeras.experiments.config import ModelConfig
 
 __all__ = ["Autoencoder", "VQVAE", "build_decoder", "build_encoder", "build_model",
            "compile_model", "load_model", "residual_stack", "sum_squared_error"]
@@ -20,9 +20,9 @@ def build_model(config: ModelConfig, input_shape) -> VQVAE | Autoencoder:
 
     Parameters
     ----------
-    config : vqkeras.config.ModelConfig
+    config : vqkeras.experiments.config.ModelConfig
     input_shape : (height, width, channels)
-        From `vqkeras.config.input_shape`.
+        From `vqkeras.experiments.config.input_shape`.
     """
     common = dict(num_hiddens=config.num_hiddens, num_residual_layers=config.num_residual_layers,
                   num_residual_hiddens=config.num_residual_hiddens, strides=config.strides,
@@ -37,7 +37,7 @@ def build_model(config: ModelConfig, input_shape) -> VQVAE | Autoencoder:
 
 
 def load_model(path: str | Path, *, compile: bool = False) -> VQVAE | Autoencoder:
-    """Load a `.keras` file written by `vqkeras.training.train` (any backend)."""
+    """Load a `.keras` file written by `vqkeras.experiments.training.train` (any backend)."""
     import keras
 
     import vqkeras.layers  # noqa: F401  (registers the quantizer layers)

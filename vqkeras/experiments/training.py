@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from vqkeras.config import ExperimentConfig, input_shape, load_config
+from vqkeras.experiments.config import ExperimentConfig, input_shape, load_config
 from vqkeras.errors import ConfigError
 from vqkeras.files import atomic_path, atomic_write_text
 
@@ -222,8 +222,8 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
     import keras
     import yaml
 
-    from vqkeras.datasets import load_split
-    from vqkeras.models import build_model, compile_model
+    from vqkeras.experiments.datasets import load_split
+    from vqkeras.experiments.models import build_model, compile_model
 
     config = load_config(config)
     if config.sweep is not None:
@@ -320,7 +320,7 @@ def load_run(run_dir: str | Path, *, checkpoint: bool = False):
     -------
     (ExperimentConfig, VQVAE | Autoencoder)
     """
-    from vqkeras.models import load_model
+    from vqkeras.experiments.models import load_model
 
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE

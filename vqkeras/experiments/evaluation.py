@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqkeras.config import ExperimentConfig, input_shape, latent_bits, load_config
+from vqkeras.experiments.config import ExperimentConfig, input_shape, latent_bits, load_config
 from vqkeras.files import atomic_path, atomic_write_text
 
 __all__ = ["EvaluationResult", "evaluate", "load_evaluation"]
@@ -92,7 +92,7 @@ def evaluate(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Pat
     Parameters
     ----------
     config : ExperimentConfig, path or dict
-        One run (as trained by `vqkeras.training.train`).
+        One run (as trained by `vqkeras.experiments.training.train`).
     run_dir : str or Path, optional
         Default ``config.run_dir()``.
     split : {"train", "valid", "test"}
@@ -108,10 +108,10 @@ def evaluate(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Pat
     """
     import keras
 
-    from vqkeras.datasets import load_split
-    from vqkeras.models import build_model
-    from vqkeras.training import MODEL_FILE, check_backend
-    from vqkeras.models import load_model
+    from vqkeras.experiments.datasets import load_split
+    from vqkeras.experiments.models import build_model
+    from vqkeras.experiments.training import MODEL_FILE, check_backend
+    from vqkeras.experiments.models import load_model
 
     config = load_config(config)
     check_backend(config)
@@ -210,7 +210,7 @@ def load_evaluation(run_dir: str | Path, split: str = "test") -> EvaluationResul
     run_dir = Path(run_dir)
     out = run_dir / "evaluation" / split
     if not (out / "summary.json").is_file():
-        raise FileNotFoundError(f"{out}: no evaluation saved; run vqkeras.evaluation.evaluate first")
+        raise FileNotFoundError(f"{out}: no evaluation saved; run vqkeras.experiments.evaluation.evaluate first")
     payload = json.loads((out / "summary.json").read_text())
     per_clip = pd.read_csv(out / "per_clip.csv", dtype={"clip_id": str})
     errors = freqs = None

@@ -166,7 +166,7 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
     ----------
     experiment_paths : sequence of str or Path
         Experiment YAMLs. All are validated with
-        :func:`vqkeras.config.load_config` before any notebook runs.
+        :func:`vqkeras.experiments.config.load_config` before any notebook runs.
     reports_root : str or Path
         Reports go to ``<reports_root>/<experiment name>/``.
     notebooks_dir : str or Path, optional
@@ -197,7 +197,7 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
     NotebookError
         A notebook failed: names the executed notebook and the cell's error.
     """
-    from vqkeras.config import load_config
+    from vqkeras.experiments.config import load_config
 
     if isinstance(experiment_paths, (str, Path)):
         experiment_paths = [experiment_paths]
@@ -343,7 +343,7 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
     """
     import pandas as pd
 
-    from vqkeras.plots import markdown_table
+    from vqkeras.experiments.plots import markdown_table
 
     reports_dir = Path(reports_dir)
     if notebooks is None:
@@ -430,7 +430,7 @@ def describe_run(config) -> dict[str, Any]:
     """
     import math
 
-    from vqkeras.config import input_shape, latent_bits, latent_shape
+    from vqkeras.experiments.config import input_shape, latent_bits, latent_shape
 
     vq = config.model.kind == "vqvae"
     bits = int(latent_bits(config))
@@ -488,13 +488,13 @@ def load_runs(experiment: str | Path, *, backend: str | None = None):
 
     A report can run an experiment on another backend than its YAML names
     (``vqkeras --backend tensorflow report ...``); the runs then carry that
-    backend, so `vqkeras.training.train` accepts them.
+    backend, so `vqkeras.experiments.training.train` accepts them.
 
     Returns
     -------
     (ExperimentConfig, list of ExperimentConfig)
     """
-    from vqkeras.config import load_config
+    from vqkeras.experiments.config import load_config
 
     config = load_config(experiment)
     runs = config.expand()

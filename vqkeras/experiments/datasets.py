@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqkeras.config import ExperimentConfig, input_shape
+from vqkeras.experiments.config import ExperimentConfig, input_shape
 from vqkeras.errors import DatasetError
 
 __all__ = ["Split", "load_split", "spread_indices"]
@@ -138,7 +138,7 @@ def _nsynth_split(key: dict, split: str, limit: int | None) -> Split:
 def _image_split(key: dict, split: str, limit: int | None) -> Split:
     ds = key["dataset"]
     name = ds["name"]
-    from vqkeras.config import DEFAULT_ROOTS
+    from vqkeras.experiments.config import DEFAULT_ROOTS
 
     root = Path(ds["root"] or DEFAULT_ROOTS[name])
     if name == "cifar10":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqkeras.config import ExperimentConfig, load_config
+from vqkeras.experiments.config import ExperimentConfig, load_config
 from vqkeras.errors import ConfigError
 
 __all__ = ["predict", "resolve_model"]
@@ -80,7 +80,7 @@ def predict(input_wav: str | Path, output_wav: str | Path, *, model: str | Path,
     """
     from vqkeras.audio_io import read_wav, write_wav
     from vqkeras.features import image_to_magnitude, waveform_to_image
-    from vqkeras.models import load_model
+    from vqkeras.experiments.models import load_model
     from vqkeras.phase import invert_magnitude
 
     config, model_path = resolve_model(model)

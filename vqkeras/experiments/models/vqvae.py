@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from vqkeras.models.blocks import build_decoder, build_encoder
+from vqkeras.experiments.models.blocks import build_decoder, build_encoder
 
 __all__ = ["Autoencoder", "VQVAE", "compile_model", "sum_squared_error"]
 
