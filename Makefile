@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-deps
-EXPERIMENTS ?= experiments/nsynth-minimal.yaml
+EXPERIMENTS ?= experiments/nsynth-minimal.yaml experiments/fashion-mnist-minimal.yaml
 DATA_DIR ?= data/nsynth-rendered
 # Debian packages: the Fashion-MNIST set in IDX format (tests), and the
 # baseline codecs of the rate-distortion benchmark.

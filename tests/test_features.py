@@ -7,6 +7,7 @@ import pytest
 
 from vqkeras.features import (
     SpectrogramConfig,
+    clip_levels,
     image_to_magnitude,
     magnitude_to_image,
     stft_magnitude,
@@ -92,3 +93,34 @@ def test_multiples_and_num_frames(notes):
         image_to_magnitude(np.zeros((1, 10, 256, 2)), CFG)
     with pytest.raises(ValueError, match="waves"):
         waveform_to_image(np.zeros((1, 2, 3)), CFG)
+
+
+def test_thesis_front_end_gives_512x512_images_scaled_per_clip(notes):
+    # Thesis: frame 1024, hop 128, 512 frames x 512 bins (Nyquist dropped), dB
+    # min-max scaled per clip over at most 120 dB.
+    thesis = SpectrogramConfig(frame_length=1024, frame_step=128, duration=4.088,
+                               dynamic_range_db=120.0, scaling="per_clip")
+    quiet = notes[[0, 0, 0]] * np.array([[1.0], [0.1], [0.01]], dtype="float32")  # 0, -20, -40 dB
+    quiet = np.pad(quiet, ((0, 0), (0, thesis.num_samples - quiet.shape[1])))  # 4 s -> 4.088 s
+    magnitude = stft_magnitude(quiet, thesis)
+    images = magnitude_to_image(magnitude, thesis)
+    assert images.shape == (3, 512, 512, 1)
+    for image in images:  # each clip spans [0, 1] whatever its level
+        assert image.min() == 0.0 and image.max() == pytest.approx(1.0)
+    # The level is gone from the image (per-clip scaling), so the three match...
+    np.testing.assert_allclose(images[1], images[0], atol=0.01)  # float32 round-off near -120 dB
+    # ...and lives in the levels, which invert the scaling.
+    levels = clip_levels(magnitude, thesis)
+    np.testing.assert_allclose(levels[:, 1] - levels[0, 1], [0.0, -20.0, -40.0], atol=0.01)
+    assert (levels[:, 1] - levels[:, 0] <= 120.0 + 1e-4).all()
+    back = image_to_magnitude(images, thesis, num_frames=magnitude.shape[1], levels=levels)
+    inside = (magnitude[:, :512, :512] / thesis.magnitude_scale
+              > 10 ** (levels[:, 1, None, None] / 20) * 10 ** (-119 / 20))
+    np.testing.assert_allclose(back[:, :512, :512][inside], magnitude[:, :512, :512][inside], rtol=1e-3)
+    with pytest.raises(ValueError, match="levels"):
+        image_to_magnitude(images, thesis)
+
+
+def test_scaling_must_be_known():
+    with pytest.raises(ValueError, match="scaling"):
+        SpectrogramConfig(scaling="minmax")

@@ -13,7 +13,8 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 # Imports that pull in keras (vqkeras submodules import it, directly or lazily).
 KERAS_IMPORT = re.compile(r"^\s*(import|from)\s+(keras|vqkeras|tensorflow|jax)\b", re.MULTILINE)
-EXPECTED = ["01_train", "02_evaluate", "03_latent_size", "04_error_frequency_response", "05_reconstructions"]
+EXPECTED = ["01_train", "02_evaluate", "03_latent_size", "04_error_frequency_response", "05_reconstructions",
+            "06_findings"]
 
 
 def _code_cells(nb):

@@ -93,6 +93,23 @@ def test_index_links_notebooks_figures_tables_and_inlines_the_key_table(tmp_path
                                           "tables/evaluation.csv", "tables/other.csv"}
 
 
+def test_index_opens_with_findings_and_flags_collapsed_runs(tmp_path):
+    rep = tmp_path / "rep"
+    save_table(pd.DataFrame({"run": ["vq-K8", "ae-D1"], "test_mse": [0.01, 0.0376],
+                             "status": ["ok", "collapsed"]}), rep, "evaluation")
+    save_table(pd.DataFrame({"finding": ["F1"], "statement": ["error falls with K"], "holds": ["no"],
+                             "evidence": ["K=8: 0.02, K=32: 0.03"]}), rep, "findings")
+    index = write_index(rep, title="unit", provenance={"commit": "abc123", "backend": "tensorflow",
+                                                        "machine": "2 CPU cores", "wall time": "1.0 min"})
+    text = index.read_text()
+    assert "WARNING" in text and "`ae-D1` COLLAPSED" in text and "vq-K8` " not in text
+    findings_at = text.index("## Findings")
+    assert findings_at < text.index("## Notebooks") and findings_at < text.index("## Key results")
+    assert "| **F1** error falls with K | no | K=8: 0.02, K=32: 0.03 |" in text
+    assert "- commit: abc123" in text and "- backend: tensorflow" in text
+    _links_resolve(index)
+
+
 def test_provenance_records_parameters_and_the_git_commit():
     info = provenance(experiment="e.yaml", backend="jax")
     assert info["experiment"] == "e.yaml" and info["backend"] == "jax"
@@ -152,22 +169,31 @@ def test_report_of_the_tiny_nsynth_experiment_end_to_end(tmp_path, rendered_data
 
     figures = list((rep / "figures").glob("*.png"))
     assert {"training_curves", "latent_size_val_mse", "error_frequency_response",
-            "reconstructed_spectrograms"} <= {f.stem for f in figures}
+            "reconstructed_spectrograms", "test_error_vs_baselines"} <= {f.stem for f in figures}
     for fig in figures:
         data = fig.read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 2000, fig
 
     tables = {t.stem: pd.read_csv(t) for t in (rep / "tables").glob("*.csv")}
-    assert {"evaluation", "latent_size", "error_per_frequency"} <= set(tables)
+    assert {"evaluation", "latent_size", "error_per_frequency", "findings"} <= set(tables)
     for name, table in tables.items():
         if name == "evaluation_per_clip":  # waveform metrics are NaN past phase_reconstruction.max_clips
             table = table[["mse", "sse"]]
+        if name == "findings":  # text only
+            continue
         numbers = table.select_dtypes("number").to_numpy(dtype=float)
         assert numbers.size and np.isfinite(numbers).all(), name
 
     evaluation = tables["evaluation"]
-    assert (evaluation["test_mse"] < evaluation["untrained_mse"]).all()
-    assert (evaluation["test_sse_per_spectrogram"] < evaluation["untrained_sse_per_spectrogram"]).all()
+    for baseline in ("zero", "mean_image", "mean_spectrum"):  # computed from the data, one per row
+        assert evaluation[f"baseline_{baseline}_mse"].nunique() == 1, baseline
+    assert set(evaluation["status"]) <= {"ok", "collapsed", "worse than baseline"}
+    best = evaluation[["baseline_zero_mse", "baseline_mean_image_mse", "baseline_mean_spectrum_mse"]].min(axis=1)
+    np.testing.assert_allclose(evaluation["improvement_vs_best_baseline"], best / evaluation["test_mse"], rtol=1e-6)
+    assert set(tables["findings"]["finding"]) == {"F1", "F2", "F3", "F4"}
+    text = index.read_text()
+    assert text.index("## Findings") < text.index("## Notebooks")
+    assert "- backend: " + backend in text and "- wall time:" in text
     assert (evaluation["compression_ratio"] > 1).all()
     assert (evaluation["latent_bits_per_clip"] > 0).all()
 

@@ -184,6 +184,9 @@ class SpectrogramSection:
     frame_step: int = _spec(128, "int", positive=True)
     duration: float = _spec(4.0, "float", positive=True)
     dynamic_range_db: float = _spec(100.0, "float", positive=True)
+    # "fixed": one invertible dB mapping for all clips (the codec needs it);
+    # "per_clip": the thesis's per-clip min-max scaling (see vqkeras.features).
+    scaling: str = _spec("fixed", "str", choices=["fixed", "per_clip"])
 
     def _validate(self, path: str) -> None:
         if self.frame_step > self.frame_length:
@@ -216,7 +219,9 @@ class ModelConfig:
     beta: float = _spec(0.25, "float", min=0.0)
     dead_code_threshold: int = _spec(0, "int", min=0)
     initializer: str = _spec("random_normal", "str", choices=["random_normal", "first_batch", "kmeans++"])
-    output_activation: str = _spec("sigmoid", "str", choices=["sigmoid", "linear"])
+    # Linear (the thesis): a sigmoid after the last conv saturates on the many
+    # exact-zero pixels and can collapse training to a constant output.
+    output_activation: str = _spec("linear", "str", choices=["sigmoid", "linear"])
 
     def _validate(self, path: str) -> None:
         if self.quantizer == "vq" and self.num_stages != 1:
@@ -343,7 +348,7 @@ class ExperimentConfig:
         s = self.spectrogram
         return SpectrogramConfig(sample_rate=s.sample_rate, frame_length=s.frame_length,
                                  frame_step=s.frame_step, duration=s.duration,
-                                 dynamic_range_db=s.dynamic_range_db)
+                                 dynamic_range_db=s.dynamic_range_db, scaling=s.scaling)
 
 
 def _short_key(key: str) -> str:

@@ -36,11 +36,16 @@ class Split:
         The audio the images were computed from (NSynth only).
     ids : list of str
         Clip ids (NSynth ``note_str``, or ``"<split>-<index>"`` for images).
+    levels : np.ndarray, float32 [shape=(n, 2)] or None
+        Per-clip ``(floor_db, peak_db)`` under the thesis's per-clip
+        spectrogram scaling (what `vqkeras.features.image_to_magnitude` needs
+        to invert it); None otherwise.
     """
 
     images: np.ndarray
     waveforms: np.ndarray | None
     ids: list[str]
+    levels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,7 +111,7 @@ def _cached_split(key_json: str, split: str, limit: int | None) -> Split:
 
 def _nsynth_split(key: dict, split: str, limit: int | None) -> Split:
     from vqkeras.data.nsynth import NSynthDataset
-    from vqkeras.features import SpectrogramConfig, waveform_to_image
+    from vqkeras.features import SpectrogramConfig, clip_levels, magnitude_to_image, stft_magnitude
 
     ds, spec = key["dataset"], key["spectrogram"]
     root = Path(ds["root"] or "data/nsynth-rendered")
@@ -126,13 +131,17 @@ def _nsynth_split(key: dict, split: str, limit: int | None) -> Split:
         raise DatasetError(f"{root}: the {split!r} split has no (readable) examples matching "
                            f"the filters {filters}")
     spectrogram_config = SpectrogramConfig(**spec)
-    images = np.asarray(waveform_to_image(waves, spectrogram_config, time_multiple=key["time_multiple"],
-                                          freq_multiple=key["freq_multiple"]), dtype="float32")
+    crop = dict(time_multiple=key["time_multiple"], freq_multiple=key["freq_multiple"])
+    magnitude = stft_magnitude(waves, spectrogram_config)
+    images = np.asarray(magnitude_to_image(magnitude, spectrogram_config, **crop), dtype="float32")
+    levels = (clip_levels(magnitude, spectrogram_config, **crop)
+              if spectrogram_config.scaling == "per_clip" else None)
+    del magnitude
     if tuple(images.shape[1:]) != tuple(key["shape"]):
         raise DatasetError(f"spectrogram images have shape {images.shape[1:]}, the model expects "
                            f"{tuple(key['shape'])}")  # a features/config mismatch: should not happen
     log.info("loaded %d %s clips from %s -> images %s", len(examples), split, root, images.shape)
-    return Split(images=images, waveforms=waves, ids=[e["note_str"] for e in examples])
+    return Split(images=images, waveforms=waves, ids=[e["note_str"] for e in examples], levels=levels)
 
 
 def _image_split(key: dict, split: str, limit: int | None) -> Split:

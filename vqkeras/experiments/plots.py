@@ -450,16 +450,23 @@ def plot_image_grid(originals: np.ndarray, reconstructions: Sequence[np.ndarray]
     return fig
 
 
-def plot_trained_vs_untrained(evaluation: pd.DataFrame, *, trained: str = "test_mse",
-                              untrained: str = "untrained_mse", ylabel: str = "test MSE per pixel") -> Figure:
-    """Bars of each run's error, trained next to the same model at initialisation.
+def plot_error_vs_baselines(evaluation: pd.DataFrame, *, error: str = "test_mse",
+                            baselines: Sequence[str] = ("baseline_zero_mse", "baseline_mean_image_mse",
+                                                        "baseline_mean_spectrum_mse"),
+                            ylabel: str = "test MSE per pixel") -> Figure:
+    """Bars of each run's error, with the data baselines drawn as horizontal lines.
+
+    Runs whose ``status`` column is not ``"ok"`` (collapsed, or worse than a
+    baseline) get a red, labelled bar.
 
     Parameters
     ----------
     evaluation : pandas.DataFrame
-        One row per run with the columns ``run``, ``trained`` and ``untrained``.
-    trained, untrained : str
-        Error columns.
+        One row per run with the columns ``run``, ``error`` and the baseline columns.
+    error : str
+        The runs' error column.
+    baselines : sequence of str
+        Baseline columns (the same value on every row); missing ones are skipped.
     ylabel : str
         y-axis label.
 
@@ -468,13 +475,26 @@ def plot_trained_vs_untrained(evaluation: pd.DataFrame, *, trained: str = "test_
     matplotlib.figure.Figure
     """
     plt, sns = _setup()
-    long = evaluation.melt(id_vars=["run"], value_vars=[trained, untrained], var_name="model state",
-                           value_name="error")
-    long["model state"] = long["model state"].map({trained: "trained", untrained: "untrained"})
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(evaluation) + 2), 3.6))
-    sns.barplot(long, x="run", y="error", hue="model state", ax=ax)
-    _maybe_log(ax, "y", long["error"])
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(evaluation) + 3), 3.8))
+    status = evaluation["status"] if "status" in evaluation else None
+    colors = ["tab:red" if status is not None and status.iloc[i] != "ok" else "tab:blue"
+              for i in range(len(evaluation))]
+    ax.bar(evaluation["run"].astype(str), evaluation[error], color=colors)
+    if status is not None:
+        for i, (value, state) in enumerate(zip(evaluation[error], status)):
+            if state != "ok":
+                ax.annotate(state, (i, value), ha="center", va="bottom", color="tab:red", fontsize="small")
+    styles = iter(["--", ":", "-."])
+    for column in baselines:
+        if column in evaluation and evaluation[column].notna().any():
+            label = column.removeprefix("baseline_").removesuffix("_mse").replace("_", " ")
+            ax.axhline(float(evaluation[column].iloc[0]), color="0.3", linestyle=next(styles),
+                       label=f"baseline: {label}")
+    values = list(evaluation[error]) + [float(evaluation[c].iloc[0]) for c in baselines if c in evaluation]
+    _maybe_log(ax, "y", values)
     ax.set_ylabel(ylabel)
-    ax.set_title("Trained vs untrained error")
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
+    ax.set_title("Test error against the data baselines")
     fig.tight_layout()
     return fig

@@ -79,7 +79,7 @@ def predict(input_wav: str | Path, output_wav: str | Path, *, model: str | Path,
         The model was not trained on spectrograms.
     """
     from vqkeras.audio_io import read_wav, write_wav
-    from vqkeras.features import image_to_magnitude, waveform_to_image
+    from vqkeras.features import clip_levels, image_to_magnitude, magnitude_to_image, stft_magnitude
     from vqkeras.experiments.models import load_model
     from vqkeras.phase import invert_magnitude
 
@@ -103,10 +103,13 @@ def predict(input_wav: str | Path, output_wav: str | Path, *, model: str | Path,
     out = []
     for start in range(0, windows, batch_size):
         part = chunks[start:start + batch_size]
-        images = waveform_to_image(part, spec, time_multiple=config.model.time_stride,
-                                   freq_multiple=config.model.freq_stride)
+        crop = dict(time_multiple=config.model.time_stride, freq_multiple=config.model.freq_stride)
+        source = stft_magnitude(part, spec)
+        images = magnitude_to_image(source, spec, **crop)
+        # Per-clip scaling (thesis front end): each window's own dB range undoes it.
+        levels = clip_levels(source, spec, **crop) if spec.scaling == "per_clip" else None
         recon = np.asarray(net.predict(images, batch_size=batch_size, verbose=0))
-        magnitude = image_to_magnitude(recon, spec, num_frames=spec.num_frames)
+        magnitude = image_to_magnitude(recon, spec, num_frames=spec.num_frames, levels=levels)
         out.append(np.asarray(invert_magnitude(
             magnitude, frame_length=spec.frame_length, frame_step=spec.frame_step, n_iter=n_iter,
             learning_rate=phase.learning_rate, init=phase.init, init_iter=phase.init_iter,

@@ -32,8 +32,9 @@ KERNEL_NAME = "vqkeras"
 KEY_TABLES = ("evaluation", "latent_size")
 # Columns of the inlined table (when present); the CSV link has them all.
 KEY_COLUMNS = ("run", "model", "K", "D", "stages", "latent_kbit", "kbit_per_s", "compression_ratio",
-               "test_mse", "test_sse_per_spectrogram", "untrained_mse", "mse_improvement_factor",
-               "test_spectral_convergence_db", "val_mse", "val_sse_per_spectrogram")
+               "test_mse", "test_sse_per_spectrogram", "best_baseline", "improvement_vs_best_baseline",
+               "status", "test_spectral_convergence_db", "test_log_spectral_distance_db", "test_snr_db",
+               "test_harmonic_error_ratio", "val_mse", "val_sse_per_spectrogram")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NOTEBOOK = re.compile(r"^\d\d_[A-Za-z0-9_-]+\.ipynb$")
 
@@ -225,6 +226,8 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
     note = ("with overrides " + ", ".join(f"`{k}={v}`" for k, v in overrides.items())
             + " (the notebooks read `experiment.yaml`)") if overrides else ""
 
+    import time
+
     kernel = kernel_name or ensure_kernel()
     indexes = []
     with _package_on_kernel_path():
@@ -232,11 +235,67 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
             source = path
             if derived is not None:  # the notebooks read the YAML with the overrides applied
                 path = _write_yaml(derived, reports_dir / "experiment.yaml")
+            started = time.monotonic()
             executed = _run_notebooks(notebooks, kernel=kernel, experiment=path, config=config,
                                       reports_dir=reports_dir, backend=run_backend, progress=progress)
+            facts = run_provenance(backend=run_backend, wall_seconds=time.monotonic() - started)
             indexes.append(write_index(reports_dir, title=config.name, experiment=source, note=note,
-                                       description=config.description or "", notebooks=executed))
+                                       description=config.description or "", notebooks=executed,
+                                       provenance=facts))
     return indexes
+
+
+def _git(*args: str) -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def machine_description() -> str:
+    """CPU model and core count, memory, and GPUs when any (``nvidia-smi``)."""
+    import platform
+    import shutil
+    import subprocess
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = f"{cores} CPU cores ({cpu})"
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        text += f", {pages * size / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        pass
+    gpus = None
+    if shutil.which("nvidia-smi"):
+        try:
+            gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                  capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            gpus = None
+    return text + (f", GPU: {gpus.replace(chr(10), ', ')}" if gpus else ", no GPU")
+
+
+def run_provenance(*, backend: str, wall_seconds: float) -> dict[str, str]:
+    """What produced a report: commit (``+uncommitted`` if the tree differs), backend, machine, time."""
+    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown (not a git checkout)"
+    if _git("status", "--porcelain", "--untracked-files=no", "--", "vqkeras", "notebooks", "experiments"):
+        commit += " + uncommitted changes"
+    import datetime
+
+    return {"commit": commit, "backend": backend, "machine": machine_description(),
+            "wall time": f"{wall_seconds / 60:.1f} min (training, evaluation and notebooks)",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 @contextlib.contextmanager
@@ -313,10 +372,13 @@ def _notebook_title(path: Path) -> str:
 
 def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path | None = None,
                 description: str = "", notebooks: Iterable[str | Path] | None = None,
-                note: str = "") -> Path:
+                note: str = "", provenance: Mapping[str, str] | None = None) -> Path:
     """Write ``<reports_dir>/index.md`` linking notebooks, figures and tables.
 
-    The key table (``tables/evaluation.csv``, else ``tables/latent_size.csv``,
+    It opens with the findings table (``tables/findings.csv``, written by the
+    findings notebook) and a loud warning naming any run whose ``status`` in
+    ``tables/evaluation.csv`` is not ``ok`` (collapsed, or worse than a
+    baseline). The key table (``tables/evaluation.csv``, else ``tables/latent_size.csv``,
     else the first table) is inlined as markdown, cut to `KEY_COLUMNS` when
     it has them. Links are relative to the
     report folder, so it can be moved or published as a whole.
@@ -335,6 +397,9 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
         Executed notebooks (default: every ``NN_*.ipynb`` in the folder).
     note : str
         Markdown appended to the experiment line (e.g. the overrides used).
+    provenance : mapping, optional
+        Facts listed under "Provenance" (commit, backend, machine, wall time;
+        see `run_provenance`).
 
     Returns
     -------
@@ -367,11 +432,31 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
         if shown.is_absolute() and shown.is_relative_to(Path.cwd()):
             shown = shown.relative_to(Path.cwd())  # the path the user typed, usually
         lines += [f"Experiment: `{shown.as_posix()}`" + (f" {note}" if note else ""), ""]
+    by_stem = {t.stem: t for t in tables}
+    if "evaluation" in by_stem:
+        evaluation = pd.read_csv(by_stem["evaluation"])
+        if "status" in evaluation:
+            flagged = evaluation[evaluation["status"] != "ok"]
+            if len(flagged):
+                lines += ["> **WARNING: " + ", ".join(f"`{r.run}` {str(r.status).upper()}" for r in
+                                                     flagged.itertuples())
+                          + ".** A collapsed run's output no longer depends on its input; a run worse "
+                          "than a baseline is beaten by a constant image. Their numbers below are "
+                          "not results.", ""]
+    if "findings" in by_stem:
+        findings = pd.read_csv(by_stem["findings"])
+        lines += [f"## Findings of the thesis: do they hold here? ([{by_stem['findings'].name}]"
+                  f"({rel(by_stem['findings'])}))", ""]
+        lines += ["| finding | holds here? | evidence |", "|---|---|---|"]
+        for row in findings.itertuples():
+            lines.append(f"| **{row.finding}** {row.statement} | {row.holds} | {row.evidence} |")
+        lines.append("")
+    if provenance:
+        lines += ["## Provenance", ""] + [f"- {key}: {value}" for key, value in provenance.items()] + [""]
     lines += ["## Notebooks", ""]
     lines += [f"{i}. [{_notebook_title(nb)}]({rel(nb)})" for i, nb in enumerate(notebooks, 1)] or ["(none)"]
     lines.append("")
 
-    by_stem = {t.stem: t for t in tables}
     key = next((by_stem[k] for k in KEY_TABLES if k in by_stem), tables[0] if tables else None)
     if key is not None:
         table = pd.read_csv(key)

@@ -2,7 +2,8 @@
 
 Both take time-first spectrogram images ``(frames, bins, 1)`` (or image data
 such as ``(28, 28, 1)``) in [0, 1] and return a reconstruction of the same
-shape. `VQVAE` quantizes the latent grid with a `VectorQuantizer` (or a
+shape. The output is linear by default, as in the thesis (clip it to [0, 1]
+for metrics; `compile_model`'s metrics do). `VQVAE` quantizes the latent grid with a `VectorQuantizer` (or a
 `ResidualVectorQuantizer`), `Autoencoder` keeps it continuous (the thesis
 baseline).
 
@@ -22,7 +23,8 @@ import numpy as np
 
 from vqkeras.experiments.models.blocks import build_decoder, build_encoder
 
-__all__ = ["Autoencoder", "VQVAE", "compile_model", "sum_squared_error"]
+__all__ = ["Autoencoder", "VQVAE", "clipped_mean_squared_error", "clipped_sum_squared_error",
+           "compile_model", "sum_squared_error"]
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -31,6 +33,20 @@ def sum_squared_error(y_true, y_pred):
     y_true = keras.ops.cast(y_true, y_pred.dtype)
     squared = keras.ops.square(y_pred - y_true)
     return keras.ops.sum(keras.ops.reshape(squared, (keras.ops.shape(squared)[0], -1)), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="vqkeras")
+def clipped_sum_squared_error(y_true, y_pred):
+    """`sum_squared_error` of the output clipped to [0, 1], the range of the data."""
+    return sum_squared_error(y_true, keras.ops.clip(y_pred, 0.0, 1.0))
+
+
+@keras.saving.register_keras_serializable(package="vqkeras")
+def clipped_mean_squared_error(y_true, y_pred):
+    """Per-example mean squared error of the output clipped to [0, 1]."""
+    y_true = keras.ops.cast(y_true, y_pred.dtype)
+    squared = keras.ops.square(keras.ops.clip(y_pred, 0.0, 1.0) - y_true)
+    return keras.ops.mean(keras.ops.reshape(squared, (keras.ops.shape(squared)[0], -1)), axis=-1)
 
 
 def _check_strides(strides: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -124,8 +140,9 @@ class VQVAE(_ConvAutoencoder):
         Residual quantizer stages and their training-time dropout.
     ema, decay, beta, dead_code_threshold, initializer
         Passed to the quantizer (EMA codebook updates, commitment cost...).
-    output_activation : {"sigmoid", "linear"}
-        Sigmoid keeps reconstructions in [0, 1] (default); linear is the thesis.
+    output_activation : {"linear", "sigmoid"}
+        Linear (default, the thesis). A sigmoid keeps outputs in [0, 1] but,
+        with many exact-zero pixels, can saturate and collapse training.
 
     Input shape: ``(batch, *image_shape)``. Output shape: the same.
     Attributes: ``encoder``, ``quantizer``, ``decoder`` (sub-models/layers), ``latent_shape``.
@@ -137,7 +154,7 @@ class VQVAE(_ConvAutoencoder):
                  num_embeddings: int = 512, quantizer: str = "vq", num_stages: int = 1,
                  quantizer_dropout: float = 0.0, ema: bool = True, decay: float = 0.99,
                  beta: float = 0.25, dead_code_threshold: int = 0,
-                 initializer: str = "random_normal", output_activation: str = "sigmoid",
+                 initializer: str = "random_normal", output_activation: str = "linear",
                  name: str = "vqvae", **kwargs: Any) -> None:
         super().__init__(image_shape, num_hiddens=num_hiddens, num_residual_layers=num_residual_layers,
                          num_residual_hiddens=num_residual_hiddens, strides=strides,
@@ -236,14 +253,15 @@ class VQVAE(_ConvAutoencoder):
 class Autoencoder(_ConvAutoencoder):
     """The thesis baseline: the same encoder/decoder with a continuous latent of D channels.
 
-    Parameters are those of `VQVAE` without the quantizer's. Trained with the
-    per-example sum of squared errors (`sum_squared_error`), as in the thesis.
+    Parameters are those of `VQVAE` without the quantizer's. `compile_model`
+    trains it on the same loss unit as the VQ-VAE (per-pixel MSE), so their
+    curves share an axis; the thesis's per-spectrogram SSE is logged as ``sse``.
     """
 
     def __init__(self, image_shape: Sequence[int], *, num_hiddens: int = 128,
                  num_residual_layers: int = 2, num_residual_hiddens: int = 32,
                  strides: Sequence[Sequence[int]] = ((2, 2), (2, 2)), embedding_dim: int = 4,
-                 output_activation: str = "sigmoid", name: str = "autoencoder",
+                 output_activation: str = "linear", name: str = "autoencoder",
                  **kwargs: Any) -> None:
         super().__init__(image_shape, num_hiddens=num_hiddens, num_residual_layers=num_residual_layers,
                          num_residual_hiddens=num_residual_hiddens, strides=strides,
@@ -266,12 +284,14 @@ class Autoencoder(_ConvAutoencoder):
 
 
 def compile_model(model: VQVAE | Autoencoder, *, learning_rate: float = 2e-4) -> None:
-    """Compile with Adam and the thesis loss: MSE (+ VQ losses) or per-example SSE (AE).
+    """Compile with Adam on the per-pixel MSE (+ the quantizer's losses for a VQ-VAE).
 
-    Logged metrics: ``loss``, ``mse``, ``sse`` and the quantizer's own
-    (perplexity, usage).
+    Every model kind uses the same loss unit. Logged metrics: ``loss``, and on
+    the output clipped to [0, 1] (the data's range) ``mse`` (per pixel) and
+    ``sse`` (per example: the thesis's "MSE"), plus the quantizer's perplexity
+    and usage.
     """
-    loss = sum_squared_error if isinstance(model, Autoencoder) else keras.losses.MeanSquaredError()
-    metrics = [keras.metrics.MeanSquaredError(name="mse"),
-               keras.metrics.MeanMetricWrapper(sum_squared_error, name="sse")]
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    metrics = [keras.metrics.MeanMetricWrapper(clipped_mean_squared_error, name="mse"),
+               keras.metrics.MeanMetricWrapper(clipped_sum_squared_error, name="sse")]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.MeanSquaredError(), metrics=metrics)
