@@ -45,7 +45,7 @@ class NotebookError(VQKerasError, RuntimeError):
 
 def default_notebooks_dir() -> Path:
     """The ``notebooks/`` folder of the source checkout this package runs from."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
@@ -301,7 +301,7 @@ def run_provenance(*, backend: str, wall_seconds: float) -> dict[str, str]:
 @contextlib.contextmanager
 def _package_on_kernel_path():
     """Let the kernel import this very vqkeras even when it is not installed (a checkout)."""
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([package_root] + ([old] if old else []))
     try:
