@@ -28,12 +28,28 @@ def test_shipped_experiments_load_and_expand(path):
         assert load_config(yaml.safe_load(yaml.safe_dump(run.to_dict()))) == run
 
 
-def test_minimal_experiment_has_a_latent_size_sweep():
-    runs = load_config(EXPERIMENTS / "nsynth-minimal.yaml").expand()
+@pytest.mark.parametrize("name", ["nsynth-minimal", "fashion-mnist-minimal"])
+def test_default_report_experiments_sweep_enough_latent_sizes(name):
+    runs = load_config(EXPERIMENTS / f"{name}.yaml").expand()
     kinds = [r.model.kind for r in runs]
-    assert kinds.count("vqvae") >= 3 and kinds.count("autoencoder") >= 2
+    # Enough points to test the thesis's trends: at least 4 K and 3 D.
+    assert kinds.count("vqvae") >= 4 and kinds.count("autoencoder") >= 3
     assert len({latent_bits(r) for r in runs}) == len(runs)
-    assert all(r.dataset.root == "data/nsynth-rendered" for r in runs)
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_no_experiment_uses_a_sigmoid_output(path):
+    # A sigmoid output collapsed the first reports' autoencoders to a black image.
+    assert load_config(path).model.output_activation == "linear"
+
+
+def test_thesis_front_end_of_nsynth_full():
+    config = load_config(EXPERIMENTS / "nsynth-full.yaml")
+    spec = config.spectrogram
+    assert (spec.frame_length, spec.frame_step, spec.scaling, spec.dynamic_range_db) == (1024, 128, "per_clip", 120)
+    assert input_shape(config) == (512, 512, 1)
+    assert config.spectrogram_config().scaling == "per_clip"
+    assert load_config(EXPERIMENTS / "nsynth-minimal.yaml").spectrogram.scaling == "fixed"
 
 
 def test_thesis_latent_bits():
