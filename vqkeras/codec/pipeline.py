@@ -31,7 +31,7 @@ import numpy as np
 from vqkeras.codec import container, entropy
 from vqkeras.codec.codec_model import CodecInfo, CodecModel, load_codec_model
 from vqkeras.errors import AudioFileError, CodecFormatError
-from vqkeras.files import atomic_write_bytes
+from vqkeras.files import atomic_write_bytes, check_output_path
 
 MAX_FILE_BYTES = container.HEADER_SIZE + container.MAX_WINDOWS + container.MAX_PAYLOAD_BYTES + 4
 BATCH_WINDOWS = 8  # windows per network call: bounded memory for long files
@@ -194,14 +194,13 @@ def compress(input_wav: str | Path, output_path: str | Path, *,
     ValueError
         For a non-positive bitrate.
     """
-    from vqkeras.audio_io import read_wav
+    from vqkeras.audio_io import check_input_file, read_wav
 
-    input_wav, output_path = Path(input_wav), Path(output_path)
+    input_wav = check_input_file(input_wav)
+    output_path = check_output_path(output_path, [input_wav])
     codec = _as_model(model)
     info = codec.info
     stages = info.stages_for_bitrate(bitrate)
-    if not input_wav.is_file():
-        raise AudioFileError(f"input file not found: {input_wav}")
     sample_rate, channels, frames = _input_info(input_wav)
     audio = np.asarray(read_wav(input_wav, sample_rate=info.sample_rate, mono=True), np.float32)
     num_samples = max(1, frames)
@@ -226,7 +225,7 @@ def compress(input_wav: str | Path, output_path: str | Path, *,
         raise CodecFormatError(f"model produced a {header.grid} code grid, codec.json "
                                f"says {info.grid}")
     payload = entropy.encode_indices(indices, info.counts_array)
-    atomic_write_bytes(output_path, container.pack(header, gains, payload))
+    atomic_write_bytes(output_path, container.pack(header, gains, payload), inputs=[input_wav])
     return output_path
 
 
@@ -240,8 +239,9 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     input_path : str or Path
         A file written by `compress` with the same model.
     output_wav : str or Path
-        Destination WAV (original sample rate and channel count); written
-        atomically.
+        Destination (original sample rate and channel count), written
+        atomically in the format its suffix names: ``.wav`` (or none),
+        ``.flac``, ``.ogg`` or ``.mp3``; other suffixes are refused.
     model : str, Path or CodecModel, optional
         Codec bundle folder; default: the shipped model.
     iterations : int, optional
@@ -260,9 +260,15 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
         If the file is damaged, of another format version, or made with
         another model.
     """
-    from vqkeras.audio_io import write_wav
+    from vqkeras.audio_io import output_format, write_wav
 
     input_path, output_wav = Path(input_path), Path(output_wav)
+    if input_path.is_dir():
+        raise CodecFormatError(f"{input_path}: is a folder, not a .vqz file")
+    if not input_path.is_file():
+        raise CodecFormatError(f"input file not found: {input_path}")
+    check_output_path(output_wav, [input_path])
+    output_format(output_wav)  # an unknown suffix fails now, not after decoding
     codec = _as_model(model)
     info = codec.info
     if iterations is None:
@@ -270,8 +276,6 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer; "
                          f"received iterations={iterations!r}")
-    if not input_path.is_file():
-        raise CodecFormatError(f"input file not found: {input_path}")
     size = input_path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise CodecFormatError(f"{input_path} is {size} bytes, larger than any valid .vqz file")
@@ -289,5 +293,5 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
     if header.channels > 1:
         audio = np.repeat(audio[:, None], header.channels, axis=1)
-    write_wav(output_wav, audio, header.sample_rate)
+    write_wav(output_wav, audio, header.sample_rate, inputs=(input_path,))
     return output_wav
