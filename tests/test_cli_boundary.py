@@ -101,6 +101,12 @@ def _is_format(name: str, fmt: str):
     return check
 
 
+def container_header(path: Path):
+    from vqkeras.codec import container
+
+    return container.unpack(path.read_bytes())[0]
+
+
 def _vqz_replaced(tmp: Path) -> None:
     assert (tmp / "y.vqz").read_bytes()[:4] != b"mine"
 
@@ -123,8 +129,8 @@ CASES = [
          ["data", "render", "--out", "mydata", "--overwrite", "--soundfont", SF, "--pitch-step", "64",
           "--quiet"], 2, "thesis.tex", setup=_user_folder,
          check=_all_there("mydata", "thesis.tex", "notes/a.txt"), needs=("soundfont",)),
-    Case("output-is-a-folder", ["compress", "x.wav", "out"], 2, "is an existing folder",
-         setup=_mkdir("out")),
+    Case("output-is-a-folder", ["predict", "x.wav", "-o", "out", "--model", "nothing"], 2,
+         "is an existing folder", setup=_mkdir("out")),
     Case("output-parent-is-a-file", ["decompress", "x.vqz", "f/out.wav"], 2, "is a file, not a folder",
          setup=_touch("f")),
     Case("bitrate-0", ["compress", "x.wav", "y.vqz", "--bitrate", "0"], 2, "argument --bitrate"),
@@ -154,10 +160,13 @@ CASES = [
     Case("compress-empty-file", ["compress", "empty.wav", "y.vqz"], 2, "file is empty (0 bytes)",
          setup=_touch("empty.wav", "")),
     Case("compress-missing-input", ["compress", "missing.wav", "y.vqz"], 2, "not found"),
-    Case("compress-input-is-folder", ["compress", "in", "y.vqz"], 2, "is a folder", setup=_mkdir("in")),
+    Case("compress-input-is-empty-folder", ["compress", "in", "y.vqz"], 2, "in: folder holds no",
+         setup=_mkdir("in")),
+    Case("compress-into-existing-folder", ["compress", "x.wav", "out"], 0, setup=_mkdir("out"),
+         check=lambda tmp: container_header(tmp / "out" / "x.vqz")),
     Case("compress-not-audio", ["compress", "text.wav", "y.vqz"], 2, "text.wav",
          setup=_touch("text.wav", "hello, not a RIFF file")),
-    Case("decompress-input-is-folder", ["decompress", "in", "y.wav"], 2, "is a folder",
+    Case("decompress-input-is-empty-folder", ["decompress", "in", "y.wav"], 2, "in: folder holds no",
          setup=_mkdir("in")),
     Case("decompress-damaged", ["decompress", "x.wav", "y.wav"], 2, "magic"),
     Case("decompress-unknown-extension", ["decompress", "x.vqz", "y.aac"], 2, "cannot write '.aac'"),

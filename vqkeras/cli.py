@@ -109,16 +109,59 @@ def _cmd_report(args: argparse.Namespace) -> None:
         print(path)
 
 
-def _cmd_compress(args: argparse.Namespace) -> None:
-    from vqkeras.codec import compress
+def _fast_start(args: argparse.Namespace) -> None:
+    """Codec commands: reuse compiled programs across processes (`vqkeras.cache`)."""
+    from vqkeras.cache import enable_compilation_cache, skip_optional_imports
 
-    print(compress(args.input, args.output, model=args.model, bitrate=args.bitrate))
+    if getattr(args, "real_process", False):
+        skip_optional_imports()  # only in a process of our own: a caller may need sklearn
+    enable_compilation_cache()
+
+
+def _run_codec_batch(args: argparse.Namespace, pairs, code_one, desc: str) -> None:
+    from tqdm.auto import tqdm
+
+    from vqkeras.codec.batch import run_batch
+
+    def report(result) -> None:
+        if result.error is None:
+            tqdm.write(str(result.target), file=sys.stdout)
+        else:
+            tqdm.write(f"vqkeras {args.command}: error: {result.error}", file=sys.stderr)
+
+    results = run_batch(pairs, code_one, desc=desc, report=report)
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        raise UserError(f"{failed} of {len(results)} files failed (see above)")
+
+
+def _cmd_compress(args: argparse.Namespace) -> None:
+    _fast_start(args)
+    from vqkeras.codec import batch, compress
+    from vqkeras.codec.codec_model import load_codec_model
+
+    if not batch.is_batch(args.inputs, args.output):
+        print(compress(args.inputs[0], args.output, model=args.model, bitrate=args.bitrate))
+        return
+    pairs = batch.plan_outputs(batch.expand_inputs(args.inputs, batch.AUDIO_SUFFIXES), args.output, ".vqz")
+    model = load_codec_model(args.model)
+    _run_codec_batch(args, pairs, lambda source, target: compress(
+        source, target, model=model, bitrate=args.bitrate, progress=False), "compress")
 
 
 def _cmd_decompress(args: argparse.Namespace) -> None:
-    from vqkeras.codec import decompress
+    _fast_start(args)
+    from vqkeras.codec import batch, decompress
+    from vqkeras.codec.codec_model import load_codec_model
 
-    print(decompress(args.input, args.output, model=args.model, iterations=args.iterations))
+    if not batch.is_batch(args.inputs, args.output):
+        print(decompress(args.inputs[0], args.output, model=args.model, iterations=args.iterations))
+        return
+    pairs = batch.plan_outputs(batch.expand_inputs(args.inputs, batch.VQZ_SUFFIXES), args.output,
+                               f".{args.format}")
+    model = load_codec_model(args.model)
+    _run_codec_batch(args, pairs, lambda source, target: decompress(
+        source, target, model=model, iterations=args.iterations, progress=False), "decompress")
 
 
 def _cmd_codec_train_default(args: argparse.Namespace) -> None:
@@ -172,17 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports-root", default="reports")
     report.set_defaults(func=_cmd_report)
 
-    compress = sub.add_parser("compress", help="compress a WAV file into a .vqz file")
-    compress.add_argument("input")
-    compress.add_argument("output")
+    compress = sub.add_parser(
+        "compress", help="compress sound files into .vqz files",
+        description="vqkeras compress IN.wav OUT.vqz, or several inputs (files, folders, "
+                    "globs) into an output folder: OUT/<name>.vqz, in one process.")
+    compress.add_argument("inputs", nargs="+", metavar="input",
+                          help="sound file(s), folder(s) or glob(s) such as 'notes/*.wav'")
+    compress.add_argument("output", help="output .vqz file, or a folder for several inputs")
     compress.add_argument("--model", help="codec model (default: the shipped one)")
     compress.add_argument("--bitrate", type=_positive_float,
                           help="target bitrate in kbit/s (picks the number of stages)")
     compress.set_defaults(func=_cmd_compress)
 
-    decompress = sub.add_parser("decompress", help="decompress a .vqz file into a WAV file")
-    decompress.add_argument("input")
-    decompress.add_argument("output", help="output file: .wav, .flac, .ogg or .mp3")
+    decompress = sub.add_parser(
+        "decompress", help="decompress .vqz files into sound files",
+        description="vqkeras decompress IN.vqz OUT.wav, or several inputs (files, folders, "
+                    "globs) into an output folder: OUT/<name>.<format>, in one process.")
+    decompress.add_argument("inputs", nargs="+", metavar="input", help=".vqz file(s), folder(s) or glob(s)")
+    decompress.add_argument("output", help="output file (.wav, .flac, .ogg or .mp3), or a folder "
+                                           "for several inputs")
+    decompress.add_argument("--format", default="wav", choices=["wav", "flac", "ogg", "mp3"],
+                            help="file format when writing into a folder (default: wav)")
     decompress.add_argument("--model", help="codec model (default: the shipped one)")
     decompress.add_argument("--iterations", type=_non_negative_int, help="phase reconstruction iterations")
     decompress.set_defaults(func=_cmd_decompress)
@@ -247,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a one-line argument error (code 2)
         return int(exit_.code or 0)
+    args.real_process = argv is None
     debug = args.debug or os.environ.get("VQKERAS_DEBUG", "") not in ("", "0")
     backend = args.backend or os.environ.get("KERAS_BACKEND") or "jax"
     try:

@@ -96,6 +96,83 @@ def _progress(total: int, desc: str):
                 disable=total < 4 or not sys.stderr.isatty())
 
 
+def _whole_model_fn(codec: CodecModel, key: tuple, make):
+    """``make()`` compiled as one XLA program per (model, key) on JAX, else None.
+
+    Keras on JAX runs a model call op by op, tracing and lowering each op
+    separately (about 100 of them here, ~1 s of CPU in every new process). One
+    `jax.jit` program for the whole network traces once and, from the second
+    process on, comes from the persistent compilation cache (`vqkeras.cache`).
+    Inference only: the weights are read, never updated.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    cache = codec.__dict__.setdefault("_compiled", {})
+    if key not in cache:
+        import jax
+
+        cache[key] = jax.jit(make())
+    return cache[key]
+
+
+def _encode_batch(codec: CodecModel, images: np.ndarray, num_stages: int) -> np.ndarray:
+    net = codec.keras_model
+    fn = _whole_model_fn(codec, ("encode", num_stages), lambda: (
+        lambda x: net.quantizer.encode(net.encoder(x, training=False), num_stages=num_stages)))
+    if fn is None:
+        return np.asarray(net.encode(images, num_stages=num_stages), dtype=np.int32)
+    return np.asarray(fn(images), dtype=np.int32)
+
+
+def _encode_exported(codec: CodecModel, batch: np.ndarray, num_stages: int) -> np.ndarray | None:
+    """`encode_windows` for one batch through the programs saved by `vqkeras.codec.exported`.
+
+    The batch is padded to `BATCH_WINDOWS` windows, so each program has one
+    shape whatever the file's length. None where exporting does not apply
+    (not JAX, or caching off).
+    """
+    from vqkeras.codec.exported import load_or_export
+    from vqkeras.features import _spectrogram_fn, magnitude_to_image
+
+    info = codec.info
+    config = _spec_config(info)
+    waves = np.zeros((BATCH_WINDOWS, batch.shape[1]), np.float32)
+    waves[:len(batch)] = batch
+    # The model file's size and time too: a replaced or damaged codec.keras is
+    # loaded (and its error reported) instead of served from an old program.
+    model_file = Path(codec.model_path) if codec.model_path is not None else None
+    stat = model_file.stat() if model_file is not None and model_file.is_file() else None
+    key = {"model": info.model_id.hex(), "spectrogram": info.spectrogram,
+           "model_file": [stat.st_size, stat.st_mtime_ns] if stat else None}
+    stft = load_or_export("stft", key, waves,
+                          lambda: _spectrogram_fn(int(config.frame_length), int(config.frame_step)))
+    if stft is None:
+        return None
+    images = magnitude_to_image(np.asarray(stft(waves), np.float32), config,
+                                time_multiple=info.time_multiple)
+
+    def build():
+        import jax
+
+        net = codec.keras_model
+        return jax.jit(lambda x: net.quantizer.encode(net.encoder(x, training=False),
+                                                      num_stages=num_stages))
+
+    encoder = load_or_export("encoder", {**key, "stages": num_stages}, images, build)
+    return np.asarray(encoder(images), dtype=np.int32)[:len(batch)]
+
+
+def _decode_batch(codec: CodecModel, indices: np.ndarray) -> np.ndarray:
+    net = codec.keras_model
+    fn = _whole_model_fn(codec, ("decode",), lambda: (
+        lambda i: net.decoder(net.quantizer.decode(i), training=False)))
+    if fn is None:
+        return net.decode_indices(indices)
+    return np.asarray(fn(np.asarray(indices, dtype=np.int32)), dtype=np.float32)
+
+
 def _spec_config(info: CodecInfo):
     from vqkeras.features import SpectrogramConfig
 
@@ -108,13 +185,15 @@ def encode_windows(model: CodecModel, windows: np.ndarray, num_stages: int,
     from vqkeras.features import waveform_to_image
 
     config = _spec_config(model.info)
-    net = model.keras_model
     out = []
     bar = _progress(len(windows), "compress") if progress else None
     for start in range(0, len(windows), BATCH_WINDOWS):
         batch = windows[start:start + BATCH_WINDOWS]
-        images = waveform_to_image(batch, config, time_multiple=model.info.time_multiple)
-        out.append(np.asarray(net.encode(images, num_stages=num_stages), dtype=np.int32))
+        codes = _encode_exported(model, batch, num_stages)
+        if codes is None:
+            images = waveform_to_image(batch, config, time_multiple=model.info.time_multiple)
+            codes = _encode_batch(model, images, num_stages)
+        out.append(codes)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
@@ -130,14 +209,13 @@ def decode_windows(model: CodecModel, indices: np.ndarray, *, iterations: int,
 
     info = model.info
     config = _spec_config(info)
-    net = model.keras_model
     n_samples = info.window_samples
     num_frames = n_samples // int(config.frame_step) + 1  # center=True STFT frames
     out = []
     bar = _progress(len(indices), "decompress") if progress else None
     for start in range(0, len(indices), BATCH_WINDOWS):
         batch = indices[start:start + BATCH_WINDOWS]
-        images = net.decode_indices(batch)
+        images = _decode_batch(model, batch)
         magnitude = image_to_magnitude(images, config, num_frames=num_frames)
         # One window per call: the compiled inversion is keyed on the batch
         # shape, so a fixed shape compiles once whatever the file's length.
