@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "jax")
 # Tests must not grab every core's worth of threads on the 2-core CI machine.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests never read or fill the user's compilation cache (~/.cache/vqkeras);
+# the cache tests name their own folder.
+os.environ.setdefault("VQKERAS_CACHE_DIR", "off")
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 

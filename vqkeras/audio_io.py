@@ -4,7 +4,8 @@
 the requested sample rate, optionally padded or trimmed to a fixed length. It
 turns every way a file can be unusable (missing, empty, truncated, not audio,
 NaN/inf samples) into an `AudioFileError` naming the path and the cause.
-`write_wav` writes 16-bit PCM atomically, so a crash never leaves half a file.
+`write_wav` writes the format the file name asks for (WAV, FLAC, Ogg Vorbis or
+MP3) atomically, so a crash never leaves half a file.
 """
 
 from __future__ import annotations
@@ -16,13 +17,50 @@ from typing import Literal
 
 import numpy as np
 
-from vqkeras.errors import AudioFileError
-from vqkeras.files import atomic_path
+from vqkeras.errors import AudioFileError, OutputPathError
+from vqkeras.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 _PAD_MODES = ("constant", "reflect", "wrap", "edge")
 _LENGTH_POLICIES = ("pad_or_trim", "strict")
+#: Output formats by file suffix: (libsndfile format, subtype). No suffix writes WAV.
+OUTPUT_FORMATS = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".oga": ("OGG", "VORBIS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+    "": ("WAV", "PCM_16"),
+}
+
+
+def output_format(path: str | os.PathLike) -> tuple[str, str]:
+    """The (format, subtype) that `write_wav` uses for ``path``, from its suffix.
+
+    Raises
+    ------
+    OutputPathError
+        For a suffix that names a format vqkeras does not write.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        known = [s for s in OUTPUT_FORMATS if s]
+        raise OutputPathError(f"output {path}: cannot write '{suffix}' files; name it "
+                              f"{', '.join(known[:-1])} or {known[-1]}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_input_file(path: str | os.PathLike) -> Path:
+    """Raise `AudioFileError` if ``path`` is missing, a folder or empty; return it as a Path."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioFileError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioFileError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioFileError(f"{path}: file is empty (0 bytes)")
+    return path
 
 
 def read_wav(
@@ -78,13 +116,7 @@ def read_wav(
     if num_samples is not None and num_samples <= 0:
         raise ValueError(f"num_samples must be positive. Received: num_samples={num_samples}")
 
-    path = Path(path)
-    if not path.exists():
-        raise AudioFileError(f"{path}: file not found")
-    if path.is_dir():
-        raise AudioFileError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioFileError(f"{path}: file is empty (0 bytes)")
+    path = check_input_file(path)
     try:
         audio, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -117,29 +149,41 @@ def read_wav(
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
-    """Write float audio as a 16-bit PCM WAV, atomically.
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *,
+              inputs: tuple[str | os.PathLike, ...] = ()) -> None:
+    """Write float audio in the format ``path``'s suffix names, atomically.
 
     Parameters
     ----------
     path : str or PathLike
-        Destination; its folder is created if needed.
+        Destination; its folder is created if needed. ``.wav`` (or no suffix)
+        writes 16-bit PCM WAV, ``.flac`` 16-bit FLAC, ``.ogg``/``.oga`` Ogg
+        Vorbis, ``.mp3`` MP3 (see `OUTPUT_FORMATS`).
     audio : np.ndarray [shape=(samples,) or (samples, channels)]
         Float samples; values outside [-1, 1] are clipped.
     sample_rate : int
         Sample rate in Hz.
+    inputs : tuple of paths
+        The caller's input files: ``path`` may not be one of them.
 
     Raises
     ------
     ValueError
         If ``audio`` is empty, has more than 2 dimensions, or holds NaN/inf.
+    OutputPathError
+        For an unknown suffix, or a ``path`` that is an input or a folder.
+    AudioFileError
+        If the format cannot hold this audio (e.g. MP3 at 96 kHz).
 
     Notes
     -----
-    The data goes to a temporary file in the same folder, which then replaces
-    ``path`` with ``os.replace``: readers see the old file or the new one, never
-    a partial one.
+    The file is encoded in memory and then written to a temporary file in the
+    same folder, which replaces ``path`` with ``os.replace``: readers see the
+    old file or the new one, never a partial one, and a full or read-only disk
+    raises a plain `OSError` naming the cause.
     """
+    import io
+
     import soundfile as sf
 
     audio = np.asarray(audio, dtype=np.float32)
@@ -150,5 +194,12 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
         raise ValueError(f"audio for {path} contains NaN or infinite samples")
     if int(sample_rate) <= 0:
         raise ValueError(f"sample_rate must be positive. Received: sample_rate={sample_rate}")
-    with atomic_path(path) as tmp:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), int(sample_rate), subtype="PCM_16", format="WAV")
+    fmt, subtype = output_format(path)
+    buffer = io.BytesIO()
+    try:
+        sf.write(buffer, np.clip(audio, -1.0, 1.0), int(sample_rate), subtype=subtype, format=fmt)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        channels = 1 if audio.ndim == 1 else audio.shape[1]
+        raise AudioFileError(f"{path}: {fmt} cannot hold {channels}-channel audio at "
+                             f"{int(sample_rate)} Hz ({exc}); use .wav or .flac") from exc
+    atomic_write_bytes(path, buffer.getvalue(), inputs=inputs)

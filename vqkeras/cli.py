@@ -2,21 +2,71 @@
 
 Each subcommand imports what it needs only when it runs, so ``vqkeras --help``
 is instant and the Keras backend can be chosen with ``--backend`` first.
+
+Boundary policy (docs/design.md, "Command line"): arguments are checked when
+they are parsed, naming the flag; every expected failure (bad input, missing
+or unreadable file, permissions, read-only or full disk, a missing backend)
+is one line on stderr and exit code 2; anything else is a bug, shown as one
+line and exit code 1 with a hint, and as a traceback with ``--debug`` or
+``VQKERAS_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import importlib.util
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
 
 log = logging.getLogger("vqkeras")
 
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+BACKENDS = ("jax", "tensorflow", "torch")
+
 
 class UserError(Exception):
     """An error caused by the user's input: printed as one line, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``vqkeras compress: error: argument --bitrate: ...``."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------- argument types
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+_non_negative_int = _int_at_least(0)
+_positive_int = _int_at_least(1)
 
 
 def _cmd_data_render(args: argparse.Namespace) -> None:
@@ -59,16 +109,59 @@ def _cmd_report(args: argparse.Namespace) -> None:
         print(path)
 
 
-def _cmd_compress(args: argparse.Namespace) -> None:
-    from vqkeras.codec import compress
+def _fast_start(args: argparse.Namespace) -> None:
+    """Codec commands: reuse compiled programs across processes (`vqkeras.cache`)."""
+    from vqkeras.cache import enable_compilation_cache, skip_optional_imports
 
-    print(compress(args.input, args.output, model=args.model, bitrate=args.bitrate))
+    if getattr(args, "real_process", False):
+        skip_optional_imports()  # only in a process of our own: a caller may need sklearn
+    enable_compilation_cache()
+
+
+def _run_codec_batch(args: argparse.Namespace, pairs, code_one, desc: str) -> None:
+    from tqdm.auto import tqdm
+
+    from vqkeras.codec.batch import run_batch
+
+    def report(result) -> None:
+        if result.error is None:
+            tqdm.write(str(result.target), file=sys.stdout)
+        else:
+            tqdm.write(f"vqkeras {args.command}: error: {result.error}", file=sys.stderr)
+
+    results = run_batch(pairs, code_one, desc=desc, report=report)
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        raise UserError(f"{failed} of {len(results)} files failed (see above)")
+
+
+def _cmd_compress(args: argparse.Namespace) -> None:
+    _fast_start(args)
+    from vqkeras.codec import batch, compress
+    from vqkeras.codec.codec_model import load_codec_model
+
+    if not batch.is_batch(args.inputs, args.output):
+        print(compress(args.inputs[0], args.output, model=args.model, bitrate=args.bitrate))
+        return
+    pairs = batch.plan_outputs(batch.expand_inputs(args.inputs, batch.AUDIO_SUFFIXES), args.output, ".vqz")
+    model = load_codec_model(args.model)
+    _run_codec_batch(args, pairs, lambda source, target: compress(
+        source, target, model=model, bitrate=args.bitrate, progress=False), "compress")
 
 
 def _cmd_decompress(args: argparse.Namespace) -> None:
-    from vqkeras.codec import decompress
+    _fast_start(args)
+    from vqkeras.codec import batch, decompress
+    from vqkeras.codec.codec_model import load_codec_model
 
-    print(decompress(args.input, args.output, model=args.model, iterations=args.iterations))
+    if not batch.is_batch(args.inputs, args.output):
+        print(decompress(args.inputs[0], args.output, model=args.model, iterations=args.iterations))
+        return
+    pairs = batch.plan_outputs(batch.expand_inputs(args.inputs, batch.VQZ_SUFFIXES), args.output,
+                               f".{args.format}")
+    model = load_codec_model(args.model)
+    _run_codec_batch(args, pairs, lambda source, target: decompress(
+        source, target, model=model, iterations=args.iterations, progress=False), "decompress")
 
 
 def _cmd_codec_train_default(args: argparse.Namespace) -> None:
@@ -78,20 +171,24 @@ def _cmd_codec_train_default(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vqkeras", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["jax", "tensorflow", "torch"],
+    parser = _Parser(prog="vqkeras", description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (default: $KERAS_BACKEND, else jax)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and the backends' own log lines (or set VQKERAS_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    data = sub.add_parser("data", help="prepare datasets").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="prepare datasets").add_subparsers(
+        dest="data_command", required=True, parser_class=_Parser)
     render = data.add_parser("render", help="render a soundfont into an NSynth-layout dataset")
     render.add_argument("--soundfont", help="SF2/SF3 file (default: FluidR3_GM if installed, else TimGM6mb)")
     render.add_argument("--out", required=True, help="output folder")
-    render.add_argument("--pitch-step", type=int, default=None,
+    render.add_argument("--pitch-step", type=_positive_int, default=None,
                         help="render every n-th pitch of each instrument (default 8: ~2,800 notes)")
     render.add_argument("--seed", type=int, default=0)
-    render.add_argument("--overwrite", action="store_true", help="render again even if the folder is complete")
+    render.add_argument("--overwrite", action="store_true",
+                        help="render again into a folder that an earlier render made (never a foreign folder)")
     render.add_argument("-q", "--quiet", action="store_true")
     render.set_defaults(func=_cmd_data_render)
 
@@ -107,9 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="reconstruct a sound file through a trained model")
     predict.add_argument("input", help="input WAV")
-    predict.add_argument("-o", "--output", required=True, help="output WAV")
+    predict.add_argument("-o", "--output", required=True,
+                         help="output file: .wav, .flac, .ogg or .mp3 (never the input)")
     predict.add_argument("--model", required=True, help="trained model (.keras) or run folder")
-    predict.add_argument("--iterations", type=int, help="phase reconstruction iterations")
+    predict.add_argument("--iterations", type=_non_negative_int, help="phase reconstruction iterations")
     predict.set_defaults(func=_cmd_predict)
 
     report = sub.add_parser("report", help="run experiments' notebooks into reports/")
@@ -117,21 +215,33 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports-root", default="reports")
     report.set_defaults(func=_cmd_report)
 
-    compress = sub.add_parser("compress", help="compress a WAV file into a .vqz file")
-    compress.add_argument("input")
-    compress.add_argument("output")
+    compress = sub.add_parser(
+        "compress", help="compress sound files into .vqz files",
+        description="vqkeras compress IN.wav OUT.vqz, or several inputs (files, folders, "
+                    "globs) into an output folder: OUT/<name>.vqz, in one process.")
+    compress.add_argument("inputs", nargs="+", metavar="input",
+                          help="sound file(s), folder(s) or glob(s) such as 'notes/*.wav'")
+    compress.add_argument("output", help="output .vqz file, or a folder for several inputs")
     compress.add_argument("--model", help="codec model (default: the shipped one)")
-    compress.add_argument("--bitrate", type=float, help="target bitrate in kbit/s (picks the number of stages)")
+    compress.add_argument("--bitrate", type=_positive_float,
+                          help="target bitrate in kbit/s (picks the number of stages)")
     compress.set_defaults(func=_cmd_compress)
 
-    decompress = sub.add_parser("decompress", help="decompress a .vqz file into a WAV file")
-    decompress.add_argument("input")
-    decompress.add_argument("output")
+    decompress = sub.add_parser(
+        "decompress", help="decompress .vqz files into sound files",
+        description="vqkeras decompress IN.vqz OUT.wav, or several inputs (files, folders, "
+                    "globs) into an output folder: OUT/<name>.<format>, in one process.")
+    decompress.add_argument("inputs", nargs="+", metavar="input", help=".vqz file(s), folder(s) or glob(s)")
+    decompress.add_argument("output", help="output file (.wav, .flac, .ogg or .mp3), or a folder "
+                                           "for several inputs")
+    decompress.add_argument("--format", default="wav", choices=["wav", "flac", "ogg", "mp3"],
+                            help="file format when writing into a folder (default: wav)")
     decompress.add_argument("--model", help="codec model (default: the shipped one)")
-    decompress.add_argument("--iterations", type=int, help="phase reconstruction iterations")
+    decompress.add_argument("--iterations", type=_non_negative_int, help="phase reconstruction iterations")
     decompress.set_defaults(func=_cmd_decompress)
 
-    codec = sub.add_parser("codec", help="codec maintenance").add_subparsers(dest="codec_command", required=True)
+    codec = sub.add_parser("codec", help="codec maintenance").add_subparsers(
+        dest="codec_command", required=True, parser_class=_Parser)
     default = codec.add_parser("train-default", help="train the model shipped in vqkeras/assets")
     default.add_argument("--data", default="data/nsynth-rendered")
     default.add_argument("--out", default=None, help="output folder (default: vqkeras/assets)")
@@ -139,24 +249,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+def _os_error_message(err: OSError) -> str:
+    """One line for an operating-system error, naming the file and the cause."""
+    reason = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+              errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+              errno.EDQUOT: "disk quota exceeded"}.get(err.errno, err.strerror or str(err))
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{reason}" if reason else f"{where}{err}"
+
+
+def _check_backend_installed(backend: str) -> None:
+    module = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}.get(backend)
+    if module is None:
+        raise UserError(f"KERAS_BACKEND={backend!r} is not one of {list(BACKENDS)}")
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"--backend {backend}: the {module} package is not installed "
+                        f"(pip install {module}, or use --backend jax)")
+
+
+def _classify(err: BaseException) -> str | None:
+    """The one-line message of an expected failure, or None for a bug."""
     from vqkeras.errors import VQKerasError
 
+    if isinstance(err, (VQKerasError, UserError)):
+        return str(err)
+    if isinstance(err, OSError):
+        return _os_error_message(err)
+    if isinstance(err, ModuleNotFoundError):
+        return f"a required package is missing: {err.name} (pip install {err.name})"
+    if isinstance(err, MemoryError):
+        return "out of memory"
+    try:
+        import soundfile
+    except ImportError:  # pragma: no cover - soundfile is a dependency
+        return None
+    if isinstance(err, soundfile.LibsndfileError):
+        return f"audio file error: {err}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0, 1 for a bug, 2 for bad input).
+
+    With ``argv=None`` (the installed ``vqkeras`` command) the backends' C++
+    start-up lines are also filtered from stderr (`vqkeras.quiet`); a caller
+    passing ``argv`` (tests, scripts) keeps its own stderr untouched.
+    """
+    filter_fd = argv is None
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a one-line argument error (code 2)
+        return int(exit_.code or 0)
+    args.real_process = argv is None
+    debug = args.debug or os.environ.get("VQKERAS_DEBUG", "") not in ("", "0")
+    backend = args.backend or os.environ.get("KERAS_BACKEND") or "jax"
+    try:
+        _check_backend_installed(backend)
+    except UserError as err:
+        print(f"vqkeras {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    os.environ["KERAS_BACKEND"] = backend
+    from vqkeras.quiet import quiet_backends
+
+    quiet_backends(filter_fd=filter_fd and not debug)  # before any backend is imported
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if args.verbose or debug else logging.INFO)
+    prefix = f"vqkeras {args.command}"
     try:
         args.func(args)
-    except (VQKerasError, UserError, FileNotFoundError) as err:
-        print(f"vqkeras {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # the boundary: nothing escapes as a traceback by default
+        message = _classify(err)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        if message is not None:
+            print(f"{prefix}: error: {' '.join(message.split())}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        detail = " ".join(str(err).split())[:300]
+        print(f"{prefix}: internal error: {type(err).__name__}: {detail} (a bug: rerun with "
+              f"--debug or VQKERAS_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
+        return EXIT_BUG
     return 0
 
 

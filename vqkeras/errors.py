@@ -23,3 +23,11 @@ class ConfigError(VQKerasError, ValueError):
 
 class CodecFormatError(VQKerasError, ValueError):
     """A compressed (.vqz) file is truncated, damaged, or for another model/version."""
+
+
+class OutputPathError(VQKerasError, ValueError):
+    """An output path is unusable: it is an input file, a folder, or under a file."""
+
+
+class ModelFileError(VQKerasError, ValueError):
+    """A saved model (``.keras``) is missing, truncated or not a Keras model."""

@@ -24,6 +24,7 @@ encoder's time stride.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -98,9 +99,10 @@ class SpectrogramConfig:
     @property
     def magnitude_scale(self) -> float:
         """``0.5 * sum(hann window)``: the STFT peak of a full-scale sine."""
-        import scipy.signal
-
-        return 0.5 * float(np.sum(scipy.signal.get_window("hann", self.frame_length)))
+        # scipy.signal.get_window("hann", n) (periodic) written out: importing
+        # scipy.signal costs ~0.6 s of a command's start.
+        n = self.frame_length
+        return 0.5 * float(np.sum(0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)))
 
     def image_shape(self, *, time_multiple: int = 4, freq_multiple: int = 4) -> tuple[int, int, int]:
         """Shape ``(frames, bins, 1)`` of one clip's image."""
@@ -119,17 +121,35 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(x))
 
 
-def stft_magnitude(waves: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
-    """Linear STFT magnitude ``(batch, frames, bins)`` with vqkeras's `Spectrogram` layer."""
+@functools.lru_cache(maxsize=8)
+def _spectrogram_fn(frame_length: int, frame_step: int):
+    """The `Spectrogram` layer, as one compiled program on JAX.
+
+    Called eagerly, Keras on JAX traces and lowers each op of the STFT on its
+    own (~60 of them, ~1 s in every new process); one `jax.jit` program traces
+    once and comes from the persistent compilation cache (`vqkeras.cache`).
+    """
+    import keras
+
     from vqkeras.layers.spectrogram import Spectrogram
 
+    layer = Spectrogram(frame_length=frame_length, frame_step=frame_step, window="hann",
+                        center=True, mode="magnitude")
+    if keras.backend.backend() != "jax":
+        return layer
+    import jax
+
+    return jax.jit(lambda waves: layer(waves))
+
+
+def stft_magnitude(waves: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    """Linear STFT magnitude ``(batch, frames, bins)`` with vqkeras's `Spectrogram` layer."""
     waves = np.asarray(waves, dtype=np.float32)
     if waves.ndim == 1:
         waves = waves[None]
     if waves.ndim != 2:
         raise ValueError(f"waves must have shape (batch, samples). Received: shape={waves.shape}")
-    layer = Spectrogram(frame_length=config.frame_length, frame_step=config.frame_step,
-                        window="hann", center=True, mode="magnitude")
+    layer = _spectrogram_fn(config.frame_length, config.frame_step)
     parts = []
     for i in range(0, waves.shape[0], _CHUNK):
         chunk = waves[i:i + _CHUNK]

@@ -1,35 +1,88 @@
-"""Atomic file output: a result file is either complete or absent, never half written."""
+"""Safe file output: a result file is either complete or absent, never half written,
+and never written over one of the command's own inputs."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from vqkeras.errors import OutputPathError
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True if both paths exist and are the same file (symlinks, hard links, ``./x`` vs ``x``)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (or cannot be inspected)
+        return False
+
+
+def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse an output path that would destroy an input or cannot be a file.
+
+    Call it before the work starts, so a bad output path fails in a second,
+    not after the computation.
+
+    Parameters
+    ----------
+    output : str or PathLike
+        The file about to be written.
+    inputs : iterable of str or PathLike
+        The files the command reads; none of them may be ``output``.
+
+    Returns
+    -------
+    Path
+        ``output`` as a Path.
+
+    Raises
+    ------
+    OutputPathError
+        If ``output`` is the same file as an input (compared with
+        `os.path.samefile`), an existing folder, or lies under a file.
+    """
+    output = Path(output)
+    for source in inputs:
+        if same_file(output, source):
+            raise OutputPathError(f"output {output} is the input file {source}; refusing to "
+                                  f"overwrite an input, choose another output name")
+    if output.is_dir():
+        raise OutputPathError(f"output {output} is an existing folder; give a file name")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputPathError(f"output {output}: {parent} is a file, not a folder")
+            break
+    return output
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds.
 
     The temporary file keeps ``path``'s suffix (Keras only saves to ``*.keras``),
     lives in the same folder (so ``os.replace`` is atomic) and gets the
     permissions a plain ``open()`` would. On any error it is removed and
-    ``path`` is left untouched.
+    ``path`` is left untouched. An existing ``path`` is replaced, unless it is
+    one of ``inputs`` (`OutputPathError`, checked before and after the block).
 
     Examples
     --------
     >>> with atomic_path("out/result.csv") as tmp:
     ...     frame.to_csv(tmp)
     """
-    path = Path(path)
+    inputs = list(inputs)
+    path = check_output_path(path, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        check_output_path(path, inputs)  # it may have become an input meanwhile (a new link)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
@@ -38,13 +91,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, *,
+                      inputs: Iterable[str | os.PathLike] = ()) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, inputs=inputs) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
+                       inputs: Iterable[str | os.PathLike] = ()) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, inputs=inputs) as tmp:
         tmp.write_bytes(data)

@@ -195,7 +195,12 @@ class CodecModel:
             import vqkeras.layers  # noqa: F401  (registers the custom layers)
             import vqkeras.experiments.models  # noqa: F401
 
-            model = keras.saving.load_model(self.model_path, compile=False)
+            try:
+                model = keras.saving.load_model(self.model_path, compile=False)
+            except Exception as err:  # Keras raises ValueError/OSError/BadZipFile for a torn file
+                raise CodecModelError(f"codec model {self.name}: {self.model_path} does not load "
+                                      f"(truncated or not a Keras file?): {type(err).__name__}: "
+                                      f"{' '.join(str(err).split())[:200]}") from err
             digest = weights_sha256(model)
             if digest != self.info.weights_sha256:
                 raise CodecModelError(f"codec model {self.name}: weights hash {digest[:16]} "

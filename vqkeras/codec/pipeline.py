@@ -31,7 +31,7 @@ import numpy as np
 from vqkeras.codec import container, entropy
 from vqkeras.codec.codec_model import CodecInfo, CodecModel, load_codec_model
 from vqkeras.errors import AudioFileError, CodecFormatError
-from vqkeras.files import atomic_write_bytes
+from vqkeras.files import atomic_write_bytes, check_output_path
 
 MAX_FILE_BYTES = container.HEADER_SIZE + container.MAX_WINDOWS + container.MAX_PAYLOAD_BYTES + 4
 BATCH_WINDOWS = 8  # windows per network call: bounded memory for long files
@@ -96,6 +96,83 @@ def _progress(total: int, desc: str):
                 disable=total < 4 or not sys.stderr.isatty())
 
 
+def _whole_model_fn(codec: CodecModel, key: tuple, make):
+    """``make()`` compiled as one XLA program per (model, key) on JAX, else None.
+
+    Keras on JAX runs a model call op by op, tracing and lowering each op
+    separately (about 100 of them here, ~1 s of CPU in every new process). One
+    `jax.jit` program for the whole network traces once and, from the second
+    process on, comes from the persistent compilation cache (`vqkeras.cache`).
+    Inference only: the weights are read, never updated.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    cache = codec.__dict__.setdefault("_compiled", {})
+    if key not in cache:
+        import jax
+
+        cache[key] = jax.jit(make())
+    return cache[key]
+
+
+def _encode_batch(codec: CodecModel, images: np.ndarray, num_stages: int) -> np.ndarray:
+    net = codec.keras_model
+    fn = _whole_model_fn(codec, ("encode", num_stages), lambda: (
+        lambda x: net.quantizer.encode(net.encoder(x, training=False), num_stages=num_stages)))
+    if fn is None:
+        return np.asarray(net.encode(images, num_stages=num_stages), dtype=np.int32)
+    return np.asarray(fn(images), dtype=np.int32)
+
+
+def _encode_exported(codec: CodecModel, batch: np.ndarray, num_stages: int) -> np.ndarray | None:
+    """`encode_windows` for one batch through the programs saved by `vqkeras.codec.exported`.
+
+    The batch is padded to `BATCH_WINDOWS` windows, so each program has one
+    shape whatever the file's length. None where exporting does not apply
+    (not JAX, or caching off).
+    """
+    from vqkeras.codec.exported import load_or_export
+    from vqkeras.features import _spectrogram_fn, magnitude_to_image
+
+    info = codec.info
+    config = _spec_config(info)
+    waves = np.zeros((BATCH_WINDOWS, batch.shape[1]), np.float32)
+    waves[:len(batch)] = batch
+    # The model file's size and time too: a replaced or damaged codec.keras is
+    # loaded (and its error reported) instead of served from an old program.
+    model_file = Path(codec.model_path) if codec.model_path is not None else None
+    stat = model_file.stat() if model_file is not None and model_file.is_file() else None
+    key = {"model": info.model_id.hex(), "spectrogram": info.spectrogram,
+           "model_file": [stat.st_size, stat.st_mtime_ns] if stat else None}
+    stft = load_or_export("stft", key, waves,
+                          lambda: _spectrogram_fn(int(config.frame_length), int(config.frame_step)))
+    if stft is None:
+        return None
+    images = magnitude_to_image(np.asarray(stft(waves), np.float32), config,
+                                time_multiple=info.time_multiple)
+
+    def build():
+        import jax
+
+        net = codec.keras_model
+        return jax.jit(lambda x: net.quantizer.encode(net.encoder(x, training=False),
+                                                      num_stages=num_stages))
+
+    encoder = load_or_export("encoder", {**key, "stages": num_stages}, images, build)
+    return np.asarray(encoder(images), dtype=np.int32)[:len(batch)]
+
+
+def _decode_batch(codec: CodecModel, indices: np.ndarray) -> np.ndarray:
+    net = codec.keras_model
+    fn = _whole_model_fn(codec, ("decode",), lambda: (
+        lambda i: net.decoder(net.quantizer.decode(i), training=False)))
+    if fn is None:
+        return net.decode_indices(indices)
+    return np.asarray(fn(np.asarray(indices, dtype=np.int32)), dtype=np.float32)
+
+
 def _spec_config(info: CodecInfo):
     from vqkeras.features import SpectrogramConfig
 
@@ -108,13 +185,15 @@ def encode_windows(model: CodecModel, windows: np.ndarray, num_stages: int,
     from vqkeras.features import waveform_to_image
 
     config = _spec_config(model.info)
-    net = model.keras_model
     out = []
     bar = _progress(len(windows), "compress") if progress else None
     for start in range(0, len(windows), BATCH_WINDOWS):
         batch = windows[start:start + BATCH_WINDOWS]
-        images = waveform_to_image(batch, config, time_multiple=model.info.time_multiple)
-        out.append(np.asarray(net.encode(images, num_stages=num_stages), dtype=np.int32))
+        codes = _encode_exported(model, batch, num_stages)
+        if codes is None:
+            images = waveform_to_image(batch, config, time_multiple=model.info.time_multiple)
+            codes = _encode_batch(model, images, num_stages)
+        out.append(codes)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
@@ -130,14 +209,13 @@ def decode_windows(model: CodecModel, indices: np.ndarray, *, iterations: int,
 
     info = model.info
     config = _spec_config(info)
-    net = model.keras_model
     n_samples = info.window_samples
     num_frames = n_samples // int(config.frame_step) + 1  # center=True STFT frames
     out = []
     bar = _progress(len(indices), "decompress") if progress else None
     for start in range(0, len(indices), BATCH_WINDOWS):
         batch = indices[start:start + BATCH_WINDOWS]
-        images = net.decode_indices(batch)
+        images = _decode_batch(model, batch)
         magnitude = image_to_magnitude(images, config, num_frames=num_frames)
         # One window per call: the compiled inversion is keyed on the batch
         # shape, so a fixed shape compiles once whatever the file's length.
@@ -194,14 +272,13 @@ def compress(input_wav: str | Path, output_path: str | Path, *,
     ValueError
         For a non-positive bitrate.
     """
-    from vqkeras.audio_io import read_wav
+    from vqkeras.audio_io import check_input_file, read_wav
 
-    input_wav, output_path = Path(input_wav), Path(output_path)
+    input_wav = check_input_file(input_wav)
+    output_path = check_output_path(output_path, [input_wav])
     codec = _as_model(model)
     info = codec.info
     stages = info.stages_for_bitrate(bitrate)
-    if not input_wav.is_file():
-        raise AudioFileError(f"input file not found: {input_wav}")
     sample_rate, channels, frames = _input_info(input_wav)
     audio = np.asarray(read_wav(input_wav, sample_rate=info.sample_rate, mono=True), np.float32)
     num_samples = max(1, frames)
@@ -226,7 +303,7 @@ def compress(input_wav: str | Path, output_path: str | Path, *,
         raise CodecFormatError(f"model produced a {header.grid} code grid, codec.json "
                                f"says {info.grid}")
     payload = entropy.encode_indices(indices, info.counts_array)
-    atomic_write_bytes(output_path, container.pack(header, gains, payload))
+    atomic_write_bytes(output_path, container.pack(header, gains, payload), inputs=[input_wav])
     return output_path
 
 
@@ -240,8 +317,9 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     input_path : str or Path
         A file written by `compress` with the same model.
     output_wav : str or Path
-        Destination WAV (original sample rate and channel count); written
-        atomically.
+        Destination (original sample rate and channel count), written
+        atomically in the format its suffix names: ``.wav`` (or none),
+        ``.flac``, ``.ogg`` or ``.mp3``; other suffixes are refused.
     model : str, Path or CodecModel, optional
         Codec bundle folder; default: the shipped model.
     iterations : int, optional
@@ -260,9 +338,15 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
         If the file is damaged, of another format version, or made with
         another model.
     """
-    from vqkeras.audio_io import write_wav
+    from vqkeras.audio_io import output_format, write_wav
 
     input_path, output_wav = Path(input_path), Path(output_wav)
+    if input_path.is_dir():
+        raise CodecFormatError(f"{input_path}: is a folder, not a .vqz file")
+    if not input_path.is_file():
+        raise CodecFormatError(f"input file not found: {input_path}")
+    check_output_path(output_wav, [input_path])
+    output_format(output_wav)  # an unknown suffix fails now, not after decoding
     codec = _as_model(model)
     info = codec.info
     if iterations is None:
@@ -270,8 +354,6 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative integer; "
                          f"received iterations={iterations!r}")
-    if not input_path.is_file():
-        raise CodecFormatError(f"input file not found: {input_path}")
     size = input_path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise CodecFormatError(f"{input_path} is {size} bytes, larger than any valid .vqz file")
@@ -289,5 +371,5 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
     if header.channels > 1:
         audio = np.repeat(audio[:, None], header.channels, axis=1)
-    write_wav(output_wav, audio, header.sample_rate)
+    write_wav(output_wav, audio, header.sample_rate, inputs=(input_path,))
     return output_wav

@@ -233,6 +233,47 @@ def _soundfont_id(path: Path) -> dict:
     return {"name": path.name, "bytes": path.stat().st_size}
 
 
+def _foreign_files(out_dir: Path) -> list[str]:
+    """Paths under ``out_dir`` (relative) that a render does not write."""
+    ours = {MARKER} | {f"nsynth-{split}" for split in SPLITS}
+    ours |= {f"nsynth-{split}/{name}" for split in SPLITS for name in ("examples.json", "audio")}
+    foreign = []
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir).as_posix()
+        parts = rel.split("/")
+        is_note = (len(parts) == 3 and parts[0] in {f"nsynth-{s}" for s in SPLITS}
+                   and parts[1] == "audio" and path.suffix == ".wav"
+                   and path.is_file() and not path.is_symlink())
+        if rel not in ours and not is_note:
+            foreign.append(rel)
+    return foreign
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Raise `DatasetError` unless ``out_dir`` is empty or holds only what a render wrote.
+
+    ``overwrite`` deletes the old folder: it must never delete a user's files.
+    """
+    if not out_dir.is_dir():
+        raise DatasetError(f"{out_dir} is a file, not a dataset folder; refusing to replace it")
+    if not any(out_dir.iterdir()):
+        return
+    foreign = _foreign_files(out_dir)
+    if not (out_dir / MARKER).is_file():
+        listed = foreign or [p.name for p in out_dir.iterdir()]
+        raise DatasetError(f"{out_dir} was not made by `vqkeras data render` (no {MARKER}); "
+                           f"--overwrite replaces only a rendered dataset, and would delete: "
+                           f"{_name_some(listed)}; choose another folder")
+    if foreign:
+        raise DatasetError(f"{out_dir} holds files that the renderer did not write: "
+                           f"{_name_some(foreign)}; move them away or choose another folder")
+
+
+def _name_some(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
 def render_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -272,7 +313,10 @@ def render_dataset(
     progress : bool
         Show a tqdm progress bar.
     overwrite : bool
-        Render again even if ``out_dir`` holds a complete dataset.
+        Render again even if ``out_dir`` holds a complete dataset. Only a
+        folder that a render made (it has the marker file and nothing else
+        than the dataset's files) or an empty one is replaced; anything else
+        raises `DatasetError` naming the foreign files.
     sample_rate : int
         Sample rate of the WAV files.
 
@@ -339,8 +383,10 @@ def render_dataset(
                 f"{out_dir} holds a dataset rendered with other parameters (differing: "
                 f"{', '.join(differ)}); pass overwrite=True (--overwrite) or choose another folder")
         if not out_dir.is_dir() or any(out_dir.iterdir()):
-            raise DatasetError(f"{out_dir} exists and is not a rendered dataset; "
-                               "choose an empty or new folder, or pass overwrite=True")
+            raise DatasetError(f"{out_dir} exists and is not a rendered dataset (no {MARKER}); "
+                               "choose an empty or new folder")
+    if out_dir.exists() and overwrite:
+        _check_replaceable(out_dir)
 
     split_of = _split_instruments(program_list, seed)
     jobs = [(program, pitch, velocity) for program in program_list

@@ -166,6 +166,15 @@ class DatasetConfig:
     # Image datasets have no validation split: the last fraction of train is held out.
     valid_fraction: float = _spec(0.1, "float", min=0.0, max=0.5)
 
+    def _validate(self, path: str) -> None:
+        from vqkeras.data.gm_families import NSYNTH_FAMILIES, NSYNTH_SOURCES
+
+        for key, known in (("families", NSYNTH_FAMILIES), ("sources", NSYNTH_SOURCES)):
+            for i, value in enumerate(getattr(self, key) or []):
+                if value not in known:
+                    raise ConfigError(f"{path}.{key}[{i}]: {value!r} is not one of {list(known)}"
+                                      f"{_suggest(value, list(known))}")
+
     @property
     def resolved_root(self) -> Path:
         return Path(self.root if self.root is not None else DEFAULT_ROOTS[self.name])

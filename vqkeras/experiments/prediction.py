@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vqkeras.experiments.config import ExperimentConfig, load_config
-from vqkeras.errors import ConfigError
+from vqkeras.errors import ConfigError, ModelFileError
 
 __all__ = ["predict", "resolve_model"]
 
@@ -56,7 +56,9 @@ def predict(input_wav: str | Path, output_wav: str | Path, *, model: str | Path,
     input_wav : str or Path
         Any length; resampled to the model's rate and mixed to mono.
     output_wav : str or Path
-        Written atomically (temp file + rename), same length as the input.
+        Written atomically (temp file + rename), same length as the input, in
+        the format its suffix names (see `vqkeras.audio_io.write_wav`); it may
+        not be the input file.
     model : str or Path
         A run folder (``runs/<experiment>/<run>``) or a ``.keras`` file with
         the run's ``config.yaml`` beside it.
@@ -78,11 +80,16 @@ def predict(input_wav: str | Path, output_wav: str | Path, *, model: str | Path,
     ConfigError
         The model was not trained on spectrograms.
     """
-    from vqkeras.audio_io import read_wav, write_wav
+    from vqkeras.audio_io import check_input_file, output_format, read_wav, write_wav
     from vqkeras.features import clip_levels, image_to_magnitude, magnitude_to_image, stft_magnitude
     from vqkeras.experiments.models import load_model
+    from vqkeras.files import check_output_path
     from vqkeras.phase import invert_magnitude
 
+    # Cheap checks first: a bad output path fails before the model loads.
+    input_wav = check_input_file(input_wav)
+    output_wav = check_output_path(output_wav, [input_wav])
+    output_format(output_wav)
     config, model_path = resolve_model(model)
     if not config.dataset.is_audio:
         raise ConfigError(f"{model}: the model was trained on {config.dataset.name} images, "
@@ -97,7 +104,11 @@ def predict(input_wav: str | Path, output_wav: str | Path, *, model: str | Path,
     padded = np.zeros(windows * clip, dtype="float32")
     padded[:num] = wave
     chunks = padded.reshape(windows, clip)
-    net = load_model(model_path)
+    try:
+        net = load_model(model_path)
+    except Exception as err:  # Keras raises ValueError/OSError/BadZipFile for a torn file
+        raise ModelFileError(f"{model_path}: does not load (truncated or not a Keras file?): "
+                             f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from err
     phase = config.phase_reconstruction
     n_iter = phase.n_iter if iterations is None else int(iterations)
     out = []
@@ -116,8 +127,7 @@ def predict(input_wav: str | Path, output_wav: str | Path, *, model: str | Path,
             length=clip, seed=config.seed), dtype="float32"))
     audio = np.concatenate(out, axis=0).reshape(-1)[:num]
     audio = np.clip(audio, -1.0, 1.0)  # phase reconstruction can overshoot full scale slightly
-    output_wav = Path(output_wav)
-    write_wav(output_wav, audio, spec.sample_rate)
+    write_wav(output_wav, audio, spec.sample_rate, inputs=(input_wav,))
     log.info("%s -> %s (%d windows of %.2f s, %d iterations)", input_wav, output_wav, windows,
              spec.duration, n_iter)
     return output_wav

@@ -65,19 +65,82 @@ def _comparable(config_dict: dict) -> dict:
     return data
 
 
-def _read_state(run_dir: Path) -> dict | None:
+def _read_state(run_dir: Path) -> dict:
+    """``checkpoints/state.json``, or ``{}`` if it is missing or damaged (with a warning)."""
     path = run_dir / "checkpoints" / STATE_FILE
     if not path.is_file():
-        return None
+        return {}
     try:
         state = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        log.warning("%s is damaged; starting the run from scratch", path)
-        return None
-    if not (run_dir / "checkpoints" / state.get("checkpoint", "")).is_file():
-        log.warning("checkpoint named in %s is missing; starting from scratch", path)
-        return None
-    return state
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        log.warning("%s is damaged (%s); looking for checkpoints on disk", path, err)
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checkpoint_entry(path: Path, completed_epochs: int, seed_generators: list) -> dict:
+    """What state.json records about one checkpoint, to check it against the disk later."""
+    return {"checkpoint": path.name, "completed_epochs": completed_epochs,
+            "bytes": path.stat().st_size, "sha256": _file_digest(path),
+            "seed_generators": seed_generators}
+
+
+def _find_checkpoint(run_dir: Path, load) -> tuple[Any, dict] | None:
+    """The newest checkpoint that is intact and loads: ``(loaded, entry)``, or None.
+
+    Checkpoints are tried newest first. One whose size or SHA-256 differs from
+    what ``state.json`` recorded (a torn or damaged file), or that ``load``
+    cannot read, is skipped, and the fallback is logged as a warning. The
+    returned entry has ``completed_epochs``, ``checkpoint`` and, when
+    ``state.json`` recorded it, ``seed_generators``.
+    """
+    import re
+
+    folder = run_dir / "checkpoints"
+    state = _read_state(run_dir)
+    recorded = {e.get("checkpoint"): e for e in state.get("checkpoints", []) if isinstance(e, dict)}
+    if state.get("checkpoint") and state["checkpoint"] not in recorded:
+        recorded[state["checkpoint"]] = state  # a state.json written before checkpoints were listed
+    problems = []
+    if state.get("checkpoint") and not (folder / state["checkpoint"]).is_file():
+        problems.append(f"{state['checkpoint']} named in {STATE_FILE} is missing")
+    for path in sorted(folder.glob("epoch-*.keras"), reverse=True):
+        match = re.fullmatch(r"epoch-(\d+)\.keras", path.name)
+        if match is None:
+            continue
+        entry = recorded.get(path.name)
+        if entry is not None and "bytes" in entry and (
+                path.stat().st_size != entry["bytes"] or _file_digest(path) != entry.get("sha256")):
+            problems.append(f"{path.name} is damaged ({path.stat().st_size} bytes, "
+                            f"{STATE_FILE} recorded {entry['bytes']} and another checksum)")
+            continue
+        try:
+            loaded = load(path)
+        except Exception as err:  # a torn .keras file fails in many ways (BadZipFile, ValueError...)
+            problems.append(f"{path.name} does not load ({type(err).__name__})")
+            continue
+        if problems:
+            log.warning("%s: resuming from %s because %s", run_dir, path.name, "; ".join(problems))
+        if entry is None:
+            log.warning("%s: %s is not recorded in %s; its random-generator states are not "
+                        "restored (the run will not be bit-identical to an uninterrupted one)",
+                        run_dir, path.name, STATE_FILE)
+            entry = {"checkpoint": path.name, "completed_epochs": int(match.group(1))}
+        return loaded, entry
+    if problems:
+        log.warning("%s: no usable checkpoint (%s); starting the run from scratch",
+                    run_dir, "; ".join(problems))
+    return None
 
 
 def _truncate_history(path: Path, completed_epochs: int) -> None:
@@ -138,12 +201,19 @@ def _make_checkpoint_callback(run_dir: Path, *, seed: int, keep: int):
             folder.mkdir(exist_ok=True)
             name = f"epoch-{epoch + 1:04d}.keras"
             _save_model_atomic(self.model, folder / name)
+            seed_states = [np.asarray(keras.ops.convert_to_numpy(g.state)).tolist()
+                           for g in _seed_generators(self.model)]
+            kept = {p.name for p in sorted(folder.glob("epoch-*.keras"))[-keep:]}
+            # Every kept checkpoint's size and hash: a resume checks them against the disk.
+            entries = [e for e in _read_state(run_dir).get("checkpoints", [])
+                       if isinstance(e, dict) and e.get("checkpoint") in kept - {name}]
+            entries.append(_checkpoint_entry(folder / name, epoch + 1, seed_states))
             state = {"completed_epochs": epoch + 1, "checkpoint": name, "seed": seed,
                      # Shuffling of epoch e uses np.random.default_rng([seed, e]).
                      "shuffle_rng": {"seed": seed, "next_epoch": epoch + 1},
-                     "seed_generators": [np.asarray(keras.ops.convert_to_numpy(g.state)).tolist()
-                                         for g in _seed_generators(self.model)],
-                     "logs": {k: float(v) for k, v in (logs or {}).items()}}
+                     "seed_generators": seed_states,
+                     "logs": {k: float(v) for k, v in (logs or {}).items()},
+                     "checkpoints": entries}
             atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=1))
             for old in sorted(folder.glob("epoch-*.keras"))[:-keep]:
                 old.unlink(missing_ok=True)
@@ -266,16 +336,19 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
     if len(train_images) == 0:
         raise ConfigError(f"dataset: no training examples left (batch_size {training.batch_size})")
 
-    state = _read_state(run_dir) if resume else None
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     with scope:
-        if state is not None:
-            completed = int(state["completed_epochs"])
-            log.info("%s: resuming after epoch %d of %d", run_dir, completed, training.epochs)
-            import vqkeras.layers  # noqa: F401  (registers custom layers)
+        import vqkeras.layers  # noqa: F401  (registers custom layers)
 
-            model = keras.saving.load_model(run_dir / "checkpoints" / state["checkpoint"], compile=True)
-            _restore_seed_states(model, state.get("seed_generators", []))
+        found = (_find_checkpoint(run_dir, lambda p: keras.saving.load_model(p, compile=True))
+                 if resume else None)
+        if found is not None:
+            model, state = found
+            completed = int(state["completed_epochs"])
+            log.info("%s: resuming after epoch %d of %d (%s)", run_dir, completed, training.epochs,
+                     state["checkpoint"])
+            if "seed_generators" in state:
+                _restore_seed_states(model, state["seed_generators"])
         else:
             completed = 0
             (run_dir / HISTORY_FILE).unlink(missing_ok=True)
@@ -329,9 +402,9 @@ def load_run(run_dir: str | Path, *, checkpoint: bool = False):
     config = load_config(config_path)
     model_path = run_dir / MODEL_FILE
     if not model_path.is_file():
-        state = _read_state(run_dir) if checkpoint else None
-        if state is None:
+        found = _find_checkpoint(run_dir, load_model) if checkpoint else None
+        if found is None:
             raise FileNotFoundError(f"{run_dir}: the run has no trained model yet ({MODEL_FILE}); "
                                     f"train it first")
-        model_path = run_dir / "checkpoints" / state["checkpoint"]
+        return config, found[0]
     return config, load_model(model_path)

@@ -1,0 +1,82 @@
+"""The compressor's two XLA programs, saved with `jax.export` in the user cache.
+
+A warm `vqkeras compress` then needs neither Keras (about 2 s of CPU to
+import) nor the ``.keras`` file: it deserialises the STFT and the encoder
+(weights included) and runs them; their machine code comes from JAX's
+persistent compilation cache (`vqkeras.cache`). The first run builds both from
+the Keras model and saves them. A saved program is keyed by everything that
+changes it (model identity, shapes, stages, spectrogram settings, JAX
+version), so a new model or JAX writes new files instead of using stale ones.
+Only on the JAX backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_FORMAT = 1  # bump when the programs' meaning changes
+
+
+def _folder() -> Path | None:
+    if os.environ.get("KERAS_BACKEND", "jax") != "jax":
+        return None
+    from vqkeras.cache import cache_dir
+
+    root = cache_dir()
+    return None if root is None else root / "exported"
+
+
+def load_or_export(name: str, key: dict, example: np.ndarray,
+                   build: Callable[[], Callable]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A function of one array: deserialised from the cache, or built, exported and saved.
+
+    Parameters
+    ----------
+    name : str
+        Program name (file name prefix).
+    key : dict
+        JSON-able description of everything the program depends on.
+    example : np.ndarray
+        An input of the exact shape and dtype the program takes.
+    build : callable
+        Returns the jitted function (it may import Keras and load the model).
+
+    Returns
+    -------
+    callable or None
+        None when not on JAX or caching is off (the caller runs Keras itself).
+    """
+    folder = _folder()
+    if folder is None:
+        return None
+    import jax
+    from jax import export
+
+    full_key = {**key, "name": name, "format": _FORMAT, "jax": jax.__version__,
+                "shape": list(example.shape), "dtype": str(example.dtype),
+                "platform": jax.default_backend()}
+    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
+    path = folder / f"{name}-{digest}.jaxexport"
+    if path.is_file():
+        try:
+            return export.deserialize(bytearray(path.read_bytes())).call
+        except Exception as err:  # a torn or foreign file: rebuild it
+            log.debug("%s: cannot deserialise (%s); exporting again", path, err)
+    exported = export.export(build())(jax.ShapeDtypeStruct(example.shape, example.dtype))
+    try:
+        from vqkeras.files import atomic_write_bytes
+
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, exported.serialize())
+    except OSError as err:  # a read-only or full cache: just do not keep it
+        log.debug("cannot save %s: %s", path, err)
+    return exported.call
