@@ -235,10 +235,13 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
             source = path
             if derived is not None:  # the notebooks read the YAML with the overrides applied
                 path = _write_yaml(derived, reports_dir / "experiment.yaml")
+            runs = config.expand()
+            reused = sum((run.run_dir() / "done").is_file() for run in runs)
             started = time.monotonic()
             executed = _run_notebooks(notebooks, kernel=kernel, experiment=path, config=config,
                                       reports_dir=reports_dir, backend=run_backend, progress=progress)
-            facts = run_provenance(backend=run_backend, wall_seconds=time.monotonic() - started)
+            facts = run_provenance(backend=run_backend, wall_seconds=time.monotonic() - started,
+                                   reused_runs=reused, total_runs=len(runs))
             indexes.append(write_index(reports_dir, title=config.name, experiment=source, note=note,
                                        description=config.description or "", notebooks=executed,
                                        provenance=facts))
@@ -286,15 +289,22 @@ def machine_description() -> str:
     return text + (f", GPU: {gpus.replace(chr(10), ', ')}" if gpus else ", no GPU")
 
 
-def run_provenance(*, backend: str, wall_seconds: float) -> dict[str, str]:
-    """What produced a report: commit (``+uncommitted`` if the tree differs), backend, machine, time."""
+def run_provenance(*, backend: str, wall_seconds: float, reused_runs: int = 0,
+                   total_runs: int | None = None) -> dict[str, str]:
+    """What produced a report: commit (``+uncommitted`` if the tree differs), backend, machine, time.
+
+    ``reused_runs`` of ``total_runs`` were already trained before the report
+    started (their training time is not in the wall time).
+    """
     commit = _git("rev-parse", "--short=12", "HEAD") or "unknown (not a git checkout)"
     if _git("status", "--porcelain", "--untracked-files=no", "--", "vqkeras", "notebooks", "experiments"):
         commit += " + uncommitted changes"
     import datetime
 
     return {"commit": commit, "backend": backend, "machine": machine_description(),
-            "wall time": f"{wall_seconds / 60:.1f} min (training, evaluation and notebooks)",
+            "wall time": f"{wall_seconds / 60:.1f} min (training, evaluation and notebooks"
+                         + (f"; {reused_runs} of {total_runs} runs were already trained and reused)"
+                            if reused_runs else ", every run trained from scratch)"),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -444,7 +454,7 @@ def write_index(reports_dir: str | Path, *, title: str, experiment: str | Path |
                           "than a baseline is beaten by a constant image. Their numbers below are "
                           "not results.", ""]
     if "findings" in by_stem:
-        findings = pd.read_csv(by_stem["findings"])
+        findings = pd.read_csv(by_stem["findings"], keep_default_na=False)  # "n/a" is a verdict
         lines += [f"## Findings of the thesis: do they hold here? ([{by_stem['findings'].name}]"
                   f"({rel(by_stem['findings'])}))", ""]
         lines += ["| finding | holds here? | evidence |", "|---|---|---|"]
