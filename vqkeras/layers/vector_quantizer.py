@@ -6,13 +6,8 @@ codebook alive: EMA codebook updates (as in the thesis, after Sonnet's
 Everything is `keras.ops`, and every piece of state is a Keras variable
 assigned in `call`, so training compiles under `jax.jit` and `tf.function`.
 
-Metrics. Each layer owns two `keras.metrics.Mean` trackers, ``<name>_perplexity``
-and ``<name>_usage``, so they show up in `fit` logs. On TensorFlow the layer
-updates them from `call`. Keras 3 (3.15) cannot update a metric from inside a
-layer's `call` on JAX (keras-team/keras#21639), so there the model updates them
-from `compute_loss`: use `QuantizerMetricsModel` (a functional `keras.Model`)
-or call `update_quantizer_metrics(self)` in your model's `compute_loss`. The
-last batch's values are also kept in `layer.last_perplexity` / `layer.last_usage`.
+Metrics: ``<name>_perplexity`` and ``<name>_usage`` (see `vqkeras.layers.quantizer_base`
+for where they reach the `fit` logs on each backend).
 """
 
 from __future__ import annotations
@@ -20,14 +15,19 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from vqkeras.layers.quantizer_base import (  # noqa: F401  (re-exported: older import paths)
+    BaseQuantizer,
+    QuantizerMetricsModel,
+    batch_statistics,
+    check_float,
+    update_quantizer_metrics,
+)
+
 _INITIALIZERS = ("random_normal", "first_batch", "kmeans++")
 _KMEANS_ITERS = 5
 
 
-def _check_float(x, who: str):
-    dtype = keras.backend.standardize_dtype(x.dtype)
-    if "float" not in dtype:
-        raise ValueError(f"{who} expects float vectors; integer indices go to `decode`. Received: dtype={dtype}")
+_check_float = check_float
 
 
 def _sq_distances(flat, codebook):
@@ -38,7 +38,7 @@ def _sq_distances(flat, codebook):
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class VectorQuantizer(keras.layers.Layer):
+class VectorQuantizer(BaseQuantizer):
     """Replace each vector on the last axis by its nearest codebook entry.
 
     Args:
@@ -122,11 +122,6 @@ class VectorQuantizer(keras.layers.Layer):
         self.initializer = initializer
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.perplexity_tracker = keras.metrics.Mean(name=f"{self.name}_perplexity")
-        self.usage_tracker = keras.metrics.Mean(name=f"{self.name}_usage")
-        # Trace-time flag: batch statistics written in `call` that the model
-        # still has to push into the trackers (the JAX path, see module doc).
-        self._stats_pending = False
 
     # ------------------------------------------------------------------ state
     def build(self, input_shape):
@@ -158,9 +153,7 @@ class VectorQuantizer(keras.layers.Layer):
         if self.dead_code_threshold:
             self.steps_unused = self.add_weight(name="steps_unused", shape=(K,), initializer="zeros",
                                                 trainable=False)
-        self.last_perplexity = self.add_weight(name="last_perplexity", shape=(), initializer="zeros",
-                                               trainable=False)
-        self.last_usage = self.add_weight(name="last_usage", shape=(), initializer="zeros", trainable=False)
+        self._build_statistics()
         self.built = True
 
     def _ensure_built(self):
@@ -301,18 +294,7 @@ class VectorQuantizer(keras.layers.Layer):
             loss = loss + ops.mean(ops.square(sg(flat) - quantized_flat))
         self.add_loss(ops.cast(loss, "float32"))
 
-        probs = counts / ops.maximum(ops.sum(counts), 1.0)
-        perplexity = ops.exp(-ops.sum(probs * ops.log(probs + 1e-10)))
-        usage = ops.mean(ops.cast(counts > 0, "float32"))
-        self.last_perplexity.assign(perplexity)
-        self.last_usage.assign(usage)
-        # Report statistics in fit (training=True) and evaluate/validation
-        # (training=False); training=None is a symbolic build or a bare call.
-        if training is not None:
-            if keras.backend.backend() == "jax":
-                self._stats_pending = True  # the model's compute_loss pushes them
-            else:
-                self._update_trackers(perplexity, usage)
+        self._record_statistics(idx, training)
 
         quantized = ops.reshape(quantized_flat, ops.shape(inputs))
         # Straight-through estimator: forward = code, backward = identity.
@@ -341,38 +323,9 @@ class VectorQuantizer(keras.layers.Layer):
             self.ema_cluster_size.assign(ops.where(dead, 1.0, self.ema_cluster_size.value))
         self.steps_unused.assign(ops.where(dead, 0.0, steps))
 
-    # --------------------------------------------------------------- metrics
-    def _update_trackers(self, perplexity, usage):
-        self.perplexity_tracker.update_state(perplexity)
-        self.usage_tracker.update_state(usage)
-
-    def update_metric_trackers(self):
-        """Push the last batch's perplexity and usage into the trackers.
-
-        Called by `update_quantizer_metrics` from a model's `compute_loss` (the
-        JAX path); a no-op when `call` already did it (TensorFlow).
-        """
-        if self._stats_pending:
-            self._stats_pending = False
-            self._update_trackers(self.last_perplexity.value, self.last_usage.value)
-
-    def codebook_usage(self, x) -> dict:
-        """Perplexity and used fraction of the codebook over a batch (no state change).
-
-        Parameters
-        ----------
-        x : array [shape=(..., embedding_dim), float]
-
-        Returns
-        -------
-        dict with float ``perplexity`` and ``usage``.
-        """
-        idx = ops.reshape(self.encode(x), (-1,))
-        counts = ops.sum(ops.one_hot(idx, self.num_embeddings, dtype="float32"), axis=0)
-        probs = counts / ops.sum(counts)
-        perplexity = ops.exp(-ops.sum(probs * ops.log(probs + 1e-10)))
-        return {"perplexity": float(ops.convert_to_numpy(perplexity)),
-                "usage": float(ops.convert_to_numpy(ops.mean(ops.cast(counts > 0, "float32"))))}
+    @property
+    def codebook_size(self) -> int:
+        return self.num_embeddings
 
     # ---------------------------------------------------------- keras plumbing
     def compute_output_shape(self, input_shape):
@@ -392,26 +345,3 @@ class VectorQuantizer(keras.layers.Layer):
             "seed": self.seed,
         })
         return config
-
-
-def update_quantizer_metrics(model) -> None:
-    """Update the perplexity/usage trackers of every `VectorQuantizer` in `model`.
-
-    Call it at the top of a model's ``compute_loss`` (that is where JAX maps
-    both the layer state and the metric state); harmless on TensorFlow.
-    """
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, VectorQuantizer):
-            layer.update_metric_trackers()
-
-
-@keras.saving.register_keras_serializable(package="vqkeras")
-class QuantizerMetricsModel(keras.Model):
-    """A functional `keras.Model` whose `fit` logs show quantiser metrics on every backend.
-
-    Use it like `keras.Model(inputs, outputs)`.
-    """
-
-    def compute_loss(self, *args, **kwargs):
-        update_quantizer_metrics(self)
-        return super().compute_loss(*args, **kwargs)
