@@ -47,6 +47,12 @@ def _warn_once(names: str) -> None:
         warnings.warn(_JAX_HINT.format(names=names), stacklevel=3)
 
 
+def _traced(value) -> bool:
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
+
+
 def check_float(x, who: str) -> None:
     """Raise a one-line ValueError unless `x` holds floats (codes go to `decode`)."""
     dtype = keras.backend.standardize_dtype(x.dtype)
@@ -77,7 +83,9 @@ class QuantizerStatistic(keras.metrics.Mean):
 
     def result(self):
         if not self.wired:
-            if keras.backend.backend() == "jax":
+            if keras.backend.backend() == "jax" and _traced(self.count.value):
+                # A traced train/test step (not Keras's symbolic build of the
+                # compiled metrics, where nothing updates anything yet).
                 _warn_once(f"{self.name}")
             return {}
         return super().result()
@@ -114,13 +122,17 @@ class BaseQuantizer(keras.layers.Layer):
     """Base class: code interface, batch statistics and their metrics.
 
     Subclasses implement `encode`, `decode`, `codebook_size`, and call
-    `_record_statistics(indices, training)` from their ``call``.
+    `_record_statistics(indices, training)` from their ``call``. A container
+    of quantisers (``_owns_metrics = False``) leaves the statistics to them.
     """
+
+    _owns_metrics = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.perplexity_tracker = QuantizerStatistic(f"{self.name}_perplexity")
-        self.usage_tracker = QuantizerStatistic(f"{self.name}_usage")
+        if self._owns_metrics:
+            self.perplexity_tracker = QuantizerStatistic(f"{self.name}_perplexity")
+            self.usage_tracker = QuantizerStatistic(f"{self.name}_usage")
         # Trace-time flag: statistics written in `call` that the model still
         # has to push into the trackers (the JAX path, see module doc).
         self._stats_pending = False
