@@ -293,6 +293,8 @@ class ExperimentConfig:
     seed: int = _spec(0, "int", min=0)
     runs_root: str = _spec("runs", "str")
     run_name: str = _spec("main", "str", name=True)
+    # Report notebooks: a folder under notebooks/ (null: the standard notebooks/NN_*.ipynb).
+    notebooks: str | None = _spec(None, "str", optional=True, name=True)
     dataset: DatasetConfig = field(default_factory=DatasetConfig, metadata={"section": DatasetConfig})
     spectrogram: SpectrogramSection = field(default_factory=SpectrogramSection,
                                             metadata={"section": SpectrogramSection})

@@ -44,7 +44,7 @@ class NotebookError(VQKerasError, RuntimeError):
 
 def default_notebooks_dir() -> Path:
     """The ``notebooks/`` folder of the source checkout this package runs from."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
@@ -221,18 +221,21 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
             config = load_config(derived)
             explicit_backend = derived.get("backend")
         run_backend = backend or explicit_backend or os.environ.get("KERAS_BACKEND") or config.backend
-        plan.append((path.resolve(), derived, config, (root / config.name).resolve(), run_backend))
+        chosen = notebooks
+        if config.notebooks:  # an experiment with its own notebooks (e.g. the quantizer comparison)
+            chosen = list_notebooks(Path(notebooks_dir or default_notebooks_dir()) / config.notebooks)
+        plan.append((path.resolve(), derived, config, (root / config.name).resolve(), run_backend, chosen))
     note = ("with overrides " + ", ".join(f"`{k}={v}`" for k, v in overrides.items())
             + " (the notebooks read `experiment.yaml`)") if overrides else ""
 
     kernel = kernel_name or ensure_kernel()
     indexes = []
     with _package_on_kernel_path():
-        for path, derived, config, reports_dir, run_backend in plan:
+        for path, derived, config, reports_dir, run_backend, chosen in plan:
             source = path
             if derived is not None:  # the notebooks read the YAML with the overrides applied
                 path = _write_yaml(derived, reports_dir / "experiment.yaml")
-            executed = _run_notebooks(notebooks, kernel=kernel, experiment=path, config=config,
+            executed = _run_notebooks(chosen, kernel=kernel, experiment=path, config=config,
                                       reports_dir=reports_dir, backend=run_backend, progress=progress)
             indexes.append(write_index(reports_dir, title=config.name, experiment=source, note=note,
                                        description=config.description or "", notebooks=executed))
@@ -242,7 +245,7 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
 @contextlib.contextmanager
 def _package_on_kernel_path():
     """Let the kernel import this very vqkeras even when it is not installed (a checkout)."""
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([package_root] + ([old] if old else []))
     try:
