@@ -182,6 +182,15 @@ def test_mask_keeps_padding_out_of_ema_losses_and_metrics(rng):
     model = keras.Model(inputs, VectorQuantizer(**kwargs, name="vq")(hidden))
     model(padded, training=True)
     np.testing.assert_allclose(np.asarray(model.get_layer("vq").codebook), np.asarray(clean.codebook), atol=1e-5)
+    # The residual quantizer hands the mask to its VQ stages.
+    from vqkeras.layers import ResidualVectorQuantizer
+
+    rvq_masked = ResidualVectorQuantizer(2, 8, 4, ema=True, seed=0)
+    rvq_clean = ResidualVectorQuantizer(2, 8, 4, ema=True, seed=0)
+    rvq_masked(padded, training=True, mask=mask)
+    rvq_clean(z[:, :6], training=True)
+    for a, b in zip(rvq_masked.stages, rvq_clean.stages):
+        np.testing.assert_allclose(np.asarray(a.codebook), np.asarray(b.codebook), atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [

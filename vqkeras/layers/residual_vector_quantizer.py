@@ -130,6 +130,7 @@ class ResidualVectorQuantizer(BaseQuantizer):
                                                        seed=None if seed is None else seed + k + 1,
                                                        name=name, dtype=self.dtype_policy, **vq_kwargs))
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True  # VQ stages leave padding out of their statistics and losses
 
     _owns_metrics = False  # each stage logs its own perplexity and usage
 
@@ -171,14 +172,14 @@ class ResidualVectorQuantizer(BaseQuantizer):
             return [x]
         return ops.split(x, self.num_groups, axis=-1)
 
-    def _quantize_stage(self, g, i, residual, training):
+    def _quantize_stage(self, g, i, residual, training, mask=None):
         stage = self._stage(g, i)
         if self.stage == "fsq":
             scale = ops.cast(self._fsq_scale(i), residual.dtype)
             return ops.cast(stage(residual * scale, training=training), residual.dtype) / scale
-        return stage(residual, training=training)
+        return stage(residual, training=training, mask=mask)
 
-    def call(self, inputs, training=None, num_stages=None):
+    def call(self, inputs, training=None, num_stages=None, mask=None):
         check_float(inputs, "ResidualVectorQuantizer")
         if inputs.shape[-1] != self.embedding_dim:
             raise ValueError(f"ResidualVectorQuantizer expects the last axis to be embedding_dim="
@@ -195,7 +196,7 @@ class ResidualVectorQuantizer(BaseQuantizer):
             residual = group
             output = ops.zeros_like(group)
             for i in range(n):
-                quantized = self._quantize_stage(g, i, residual, training)
+                quantized = self._quantize_stage(g, i, residual, training, mask)
                 # Residuals carry no gradient: each stage's straight-through
                 # output already passes the gradient to the input.
                 residual = residual - ops.stop_gradient(quantized)
@@ -279,6 +280,9 @@ class ResidualVectorQuantizer(BaseQuantizer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
 
     def get_config(self):
         config = super().get_config()
