@@ -76,7 +76,7 @@ def test_image_dataset_shapes():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"model": {"quantizer": "rvqq"}}, "model.quantizer: 'rvqq' is not one of ['vq', 'rvq'] (did you mean 'rvq'?)"),
+    ({"model": {"quantizer": "rvqq"}}, "model.quantizer: 'rvqq' is not one of ['vq', 'rvq', 'fsq', 'lfq'] (did you mean 'rvq'?)"),
     ({"training": {"learning_rate": -1}}, "training.learning_rate: expected a positive number, got -1"),
     ({"training": {"batch_size": "16"}}, "training.batch_size: expected a positive integer, got '16'"),
     ({"training": {"epochs": 2.5}}, "training.epochs: expected a positive integer, got 2.5"),

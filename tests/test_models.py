@@ -117,7 +117,7 @@ def test_build_model_from_config_matches_latent_size():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(image_shape=(30, 16, 1)), "divisible by the total strides"),
     (dict(image_shape=(32, 16)), "image_shape must be"),
-    (dict(quantizer="pq"), "quantizer must be 'vq' or 'rvq'"),
+    (dict(quantizer="pq"), "quantizer must be 'vq', 'rvq', 'fsq' or 'lfq'"),
     (dict(num_stages=2), "num_stages must be 1"),
     (dict(output_activation="tanh"), "output_activation"),
     (dict(strides=[[2, 0]]), "strides must be"),

@@ -17,9 +17,13 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "VectorQuantizer": "vqkeras.layers.vector_quantizer",
-    "QuantizerMetricsModel": "vqkeras.layers.vector_quantizer",
-    "update_quantizer_metrics": "vqkeras.layers.vector_quantizer",
+    "QuantizerMetricsModel": "vqkeras.layers.quantizer_base",
+    "QuantizerMetricsSequential": "vqkeras.layers.quantizer_base",
+    "QuantizerMetricsMixin": "vqkeras.layers.quantizer_base",
+    "update_quantizer_metrics": "vqkeras.layers.quantizer_base",
     "ResidualVectorQuantizer": "vqkeras.layers.residual_vector_quantizer",
+    "FiniteScalarQuantizer": "vqkeras.layers.finite_scalar_quantizer",
+    "LookupFreeQuantizer": "vqkeras.layers.lookup_free_quantizer",
     "Spectrogram": "vqkeras.layers.spectrogram",
     "griffin_lim": "vqkeras.phase.griffin_lim",
     "invert_magnitude": "vqkeras.phase.gradient_inversion",

@@ -220,7 +220,7 @@ class ModelConfig:
     strides: list[list[int]] = _spec([[2, 2], [2, 2]], "strides")
     embedding_dim: int = _spec(64, "int", positive=True)
     num_embeddings: int = _spec(512, "int", min=2)
-    quantizer: str = _spec("vq", "str", choices=["vq", "rvq"])
+    quantizer: str = _spec("vq", "str", choices=["vq", "rvq", "fsq", "lfq"])
     num_stages: int = _spec(1, "int", positive=True)
     quantizer_dropout: float = _spec(0.0, "float", min=0.0, max=1.0)
     ema: bool = _spec(True, "bool")
@@ -228,17 +228,38 @@ class ModelConfig:
     beta: float = _spec(0.25, "float", min=0.0)
     dead_code_threshold: int = _spec(0, "int", min=0)
     initializer: str = _spec("random_normal", "str", choices=["random_normal", "first_batch", "kmeans++"])
+    # FSQ levels per latent dimension (quantizer: fsq; len == embedding_dim).
+    levels: list[int] | None = _spec(None, "int_list", optional=True)
+    entropy_weight: float = _spec(0.1, "float", min=0.0)  # quantizer: lfq
     # Linear (the thesis): a sigmoid after the last conv saturates on the many
     # exact-zero pixels and can collapse training to a constant output.
     output_activation: str = _spec("linear", "str", choices=["sigmoid", "linear"])
 
     def _validate(self, path: str) -> None:
-        if self.quantizer == "vq" and self.num_stages != 1:
-            raise ConfigError(f"{path}.num_stages: must be 1 when {path}.quantizer is 'vq' "
-                              f"(use quantizer: rvq for several stages), got {self.num_stages}")
-        if self.quantizer == "vq" and self.quantizer_dropout:
-            raise ConfigError(f"{path}.quantizer_dropout: only used with quantizer: rvq, "
+        if self.quantizer in ("vq", "lfq") and self.num_stages != 1:
+            raise ConfigError(f"{path}.num_stages: must be 1 when {path}.quantizer is {self.quantizer!r} "
+                              f"(use quantizer: rvq or fsq for several stages), got {self.num_stages}")
+        if self.quantizer in ("vq", "lfq") and self.quantizer_dropout:
+            raise ConfigError(f"{path}.quantizer_dropout: only used with quantizer: rvq or fsq, "
                               f"got {self.quantizer_dropout}")
+        if self.quantizer == "fsq":
+            if self.levels is None or len(self.levels) != self.embedding_dim or min(self.levels) < 2:
+                raise ConfigError(f"{path}.levels: quantizer: fsq needs one level >= 2 per latent dimension "
+                                  f"(embedding_dim: {self.embedding_dim}), got {self.levels}")
+        elif self.levels is not None:
+            raise ConfigError(f"{path}.levels: only used with quantizer: fsq, got {self.levels}")
+        if self.quantizer == "lfq" and self.embedding_dim > 20:
+            raise ConfigError(f"{path}.embedding_dim: quantizer: lfq uses one bit per dimension, "
+                              f"at most 20, got {self.embedding_dim}")
+
+    @property
+    def bits_per_vector(self) -> float:
+        """Bits of one latent vector's code at fixed width (all stages)."""
+        if self.quantizer == "lfq":
+            return float(self.embedding_dim)
+        if self.quantizer == "fsq":
+            return math.log2(math.prod(self.levels)) * self.num_stages
+        return math.log2(self.num_embeddings) * self.num_stages
 
     @property
     def time_stride(self) -> int:
@@ -286,6 +307,8 @@ class ExperimentConfig:
     seed: int = _spec(0, "int", min=0)
     runs_root: str = _spec("runs", "str")
     run_name: str = _spec("main", "str", name=True)
+    # Report notebooks: a folder under notebooks/ (null: the standard notebooks/NN_*.ipynb).
+    notebooks: str | None = _spec(None, "str", optional=True, name=True)
     dataset: DatasetConfig = field(default_factory=DatasetConfig, metadata={"section": DatasetConfig})
     spectrogram: SpectrogramSection = field(default_factory=SpectrogramSection,
                                             metadata={"section": SpectrogramSection})
@@ -461,12 +484,12 @@ def latent_shape(config: ExperimentConfig) -> tuple[int, int]:
 
 
 def latent_bits(config: ExperimentConfig) -> int:
-    """Latent size in bits (thesis): VQ-VAE ``h*w*log2(K)*stages``; AE ``h*w*D*32``."""
+    """Latent size in bits (thesis): VQ-VAE ``h*w*log2(K)*stages`` (FSQ/LFQ: their bits per vector); AE ``h*w*D*32``."""
     h, w = latent_shape(config)
     model = config.model
     if model.kind == "autoencoder":
         return h * w * model.embedding_dim * 32
-    return int(round(h * w * math.log2(model.num_embeddings) * model.num_stages))
+    return int(round(h * w * model.bits_per_vector))
 
 
 # --------------------------------------------------------------------------- loading

@@ -222,7 +222,10 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
             config = load_config(derived)
             explicit_backend = derived.get("backend")
         run_backend = backend or explicit_backend or os.environ.get("KERAS_BACKEND") or config.backend
-        plan.append((path.resolve(), derived, config, (root / config.name).resolve(), run_backend))
+        chosen = notebooks
+        if config.notebooks:  # an experiment with its own notebooks (e.g. the quantizer comparison)
+            chosen = list_notebooks(Path(notebooks_dir or default_notebooks_dir()) / config.notebooks)
+        plan.append((path.resolve(), derived, config, (root / config.name).resolve(), run_backend, chosen))
     note = ("with overrides " + ", ".join(f"`{k}={v}`" for k, v in overrides.items())
             + " (the notebooks read `experiment.yaml`)") if overrides else ""
 
@@ -231,14 +234,14 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
     kernel = kernel_name or ensure_kernel()
     indexes = []
     with _package_on_kernel_path():
-        for path, derived, config, reports_dir, run_backend in plan:
+        for path, derived, config, reports_dir, run_backend, chosen in plan:
             source = path
             if derived is not None:  # the notebooks read the YAML with the overrides applied
                 path = _write_yaml(derived, reports_dir / "experiment.yaml")
             runs = config.expand()
             reused = sum((run.run_dir() / "done").is_file() for run in runs)
             started = time.monotonic()
-            executed = _run_notebooks(notebooks, kernel=kernel, experiment=path, config=config,
+            executed = _run_notebooks(chosen, kernel=kernel, experiment=path, config=config,
                                       reports_dir=reports_dir, backend=run_backend, progress=progress)
             facts = run_provenance(backend=run_backend, wall_seconds=time.monotonic() - started,
                                    reused_runs=reused, total_runs=len(runs))

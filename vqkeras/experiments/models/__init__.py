@@ -33,7 +33,7 @@ def build_model(config: ModelConfig, input_shape) -> VQVAE | Autoencoder:
                  num_stages=config.num_stages, quantizer_dropout=config.quantizer_dropout,
                  ema=config.ema, decay=config.decay, beta=config.beta,
                  dead_code_threshold=config.dead_code_threshold, initializer=config.initializer,
-                 **common)
+                 levels=config.levels, entropy_weight=config.entropy_weight, **common)
 
 
 def load_model(path: str | Path, *, compile: bool = False) -> VQVAE | Autoencoder:

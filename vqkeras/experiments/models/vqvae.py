@@ -134,10 +134,16 @@ class VQVAE(_ConvAutoencoder):
         One 4x4 strided convolution per entry (thesis ``[[2, 2], [2, 2]]``).
     embedding_dim, num_embeddings : int
         Code vector size D and codebook size K.
-    quantizer : {"vq", "rvq"}
-        One `VectorQuantizer`, or a `ResidualVectorQuantizer` of ``num_stages``.
+    quantizer : {"vq", "rvq", "fsq", "lfq"}
+        One `VectorQuantizer`, a `ResidualVectorQuantizer` of ``num_stages``,
+        a `FiniteScalarQuantizer` (residual FSQ stages when ``num_stages >
+        1``) or a `LookupFreeQuantizer` (``embedding_dim`` bits).
     num_stages, quantizer_dropout
         Residual quantizer stages and their training-time dropout.
+    levels : list of int
+        FSQ levels per latent dimension (``len(levels) == embedding_dim``).
+    entropy_weight : float
+        LFQ entropy penalty weight.
     ema, decay, beta, dead_code_threshold, initializer
         Passed to the quantizer (EMA codebook updates, commitment cost...).
     output_activation : {"linear", "sigmoid"}
@@ -155,15 +161,23 @@ class VQVAE(_ConvAutoencoder):
                  quantizer_dropout: float = 0.0, ema: bool = True, decay: float = 0.99,
                  beta: float = 0.25, dead_code_threshold: int = 0,
                  initializer: str = "random_normal", output_activation: str = "linear",
+                 levels: Sequence[int] | None = None, entropy_weight: float = 0.1,
                  name: str = "vqvae", **kwargs: Any) -> None:
         super().__init__(image_shape, num_hiddens=num_hiddens, num_residual_layers=num_residual_layers,
                          num_residual_hiddens=num_residual_hiddens, strides=strides,
                          embedding_dim=embedding_dim, output_activation=output_activation,
                          name=name, **kwargs)
-        if quantizer not in ("vq", "rvq"):
-            raise ValueError(f"quantizer must be 'vq' or 'rvq'. Received: quantizer={quantizer!r}")
-        if quantizer == "vq" and int(num_stages) != 1:
-            raise ValueError(f"num_stages must be 1 with quantizer='vq'. Received: num_stages={num_stages}")
+        if quantizer not in ("vq", "rvq", "fsq", "lfq"):
+            raise ValueError(f"quantizer must be 'vq', 'rvq', 'fsq' or 'lfq'. Received: quantizer={quantizer!r}")
+        if quantizer in ("vq", "lfq") and int(num_stages) != 1:
+            raise ValueError(f"num_stages must be 1 with quantizer={quantizer!r}. Received: num_stages={num_stages}")
+        if quantizer == "fsq" and (levels is None or len(levels) != embedding_dim):
+            raise ValueError(f"quantizer='fsq' needs one level per latent dimension (embedding_dim="
+                             f"{embedding_dim}). Received: levels={levels}")
+        self.levels = None if levels is None else [int(v) for v in levels]
+        self.entropy_weight = float(entropy_weight)
+        # One index per latent vector, or one per residual stage (last axis).
+        self._single_index = quantizer in ("vq", "lfq") or (quantizer == "fsq" and int(num_stages) == 1)
         self.num_embeddings = int(num_embeddings)
         self.quantizer_kind = quantizer
         self.num_stages = int(num_stages)
@@ -180,6 +194,21 @@ class VQVAE(_ConvAutoencoder):
 
             self.quantizer = VectorQuantizer(self.num_embeddings, self.embedding_dim, name="vq",
                                              **vq_kwargs)
+        elif quantizer == "lfq":
+            from vqkeras.layers import LookupFreeQuantizer
+
+            self.quantizer = LookupFreeQuantizer(self.embedding_dim, entropy_weight=self.entropy_weight,
+                                                 beta=self.beta, name="lfq")
+        elif quantizer == "fsq" and self.num_stages == 1:
+            from vqkeras.layers import FiniteScalarQuantizer
+
+            self.quantizer = FiniteScalarQuantizer(self.levels, name="fsq")
+        elif quantizer == "fsq":
+            from vqkeras.layers import ResidualVectorQuantizer
+
+            self.quantizer = ResidualVectorQuantizer(self.num_stages, None, self.embedding_dim, stage="fsq",
+                                                     levels=self.levels, name="rfsq",
+                                                     quantizer_dropout=self.quantizer_dropout)
         else:
             from vqkeras.layers import ResidualVectorQuantizer
 
@@ -217,7 +246,7 @@ class VQVAE(_ConvAutoencoder):
         np.ndarray, int32 [shape=(batch, h, w)] for "vq", ``(batch, h, w, stages)`` for "rvq".
         """
         images = np.asarray(images, dtype="float32")
-        if self.quantizer_kind == "vq":
+        if self._single_index:
             if num_stages not in (None, 1):
                 raise ValueError(f"num_stages must be None or 1 for a single-stage quantizer. "
                                  f"Received: num_stages={num_stages}")
@@ -233,7 +262,7 @@ class VQVAE(_ConvAutoencoder):
     def decode_indices(self, indices, *, batch_size: int = 32) -> np.ndarray:
         """Images from code indices (the output of `encode`), float32 numpy."""
         indices = np.asarray(indices, dtype="int32")
-        expected = 3 if self.quantizer_kind == "vq" else 4
+        expected = 3 if self._single_index else 4
         if indices.ndim != expected or tuple(indices.shape[1:3]) != tuple(self.latent_shape):
             raise ValueError(f"indices must have shape (batch, {self.latent_shape[0]}, "
                              f"{self.latent_shape[1]}{', stages' if expected == 4 else ''}). "
@@ -246,7 +275,7 @@ class VQVAE(_ConvAutoencoder):
                 "quantizer": self.quantizer_kind, "num_stages": self.num_stages,
                 "quantizer_dropout": self.quantizer_dropout, "ema": self.ema, "decay": self.decay,
                 "beta": self.beta, "dead_code_threshold": self.dead_code_threshold,
-                "initializer": self.initializer}
+                "initializer": self.initializer, "levels": self.levels, "entropy_weight": self.entropy_weight}
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
