@@ -217,6 +217,10 @@ class ModelConfig:
     dead_code_threshold: int = _spec(0, "int", min=0)
     initializer: str = _spec("random_normal", "str", choices=["random_normal", "first_batch", "kmeans++"])
     output_activation: str = _spec("sigmoid", "str", choices=["sigmoid", "linear"])
+    # Resampling layers (vqkeras.experiments.models.blocks): the thesis's strided /
+    # transposed 4x4 convolutions, or same-size equivalents that JAX trains faster on CPU.
+    upsampling: str = _spec("transpose", "str", choices=["transpose", "subpixel", "resize"])
+    downsampling: str = _spec("strided", "str", choices=["strided", "space_to_depth"])
 
     def _validate(self, path: str) -> None:
         if self.quantizer == "vq" and self.num_stages != 1:
