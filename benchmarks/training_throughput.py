@@ -148,7 +148,7 @@ def worker_op(name: str, steps: int) -> dict:
     import keras
     import numpy as np
 
-    channels, batch = 32, 16
+    channels, batch = 32, 8
     in_shape = (500, 128, channels) if name in ("conv 4x4 s2", "space_to_depth + conv 2x2") \
         else (250, 64, channels)
     inputs = keras.Input(in_shape)
@@ -234,7 +234,7 @@ def write_report(rows: list[dict], out: Path, load: tuple[float, float]) -> None
             "each (backend, model, variant) in its own process; steps/s after two warm-up steps "
             "(compilation). Variants are `upsampling / downsampling` "
             "(`vqkeras.experiments.models.blocks`). Op rows: one layer trained alone at the "
-            "minimal model's decoder size (batch 16, 32 channels, 250x64 -> 500x128).", "",
+            "minimal model's decoder size (batch 8, 32 channels, 250x64 -> 500x128).", "",
             *lines, "", "![steps per second](training_throughput.png)", ""]
     (out / "training_throughput.md").write_text("\n".join(text))
 
@@ -266,12 +266,12 @@ def main(argv=None) -> int:
 
     load_start = os.getloadavg()[0]
     jobs = []
-    if args.ops:
-        jobs += [["op", name, str(args.steps)] for name in OPS]
     for model in args.models:
         steps = args.full_steps if model == "thesis-full" else args.steps
         jobs += [["model", model, up, down, str(steps), str(args.full_batch)]
                  for up, down in VARIANTS[model]]
+    if args.ops:
+        jobs += [["op", name, str(args.steps)] for name in OPS]
     rows = []
     for job in jobs:
         for backend in BACKENDS:  # interleaved, so both backends see similar load
