@@ -96,7 +96,8 @@ def test_upsample_replacements_shape_params_and_gradients(mode, stride):
     assert shape == (None, 6 * stride[0], 4 * stride[1], 5)  # same shape as the transposed conv
     reference = 4 * 4 * 3 * 5 + 5
     # Sub-pixel: 2x2 (stride 2) or 2x4 (stride 1) taps per phase: the 4x4 kernel's weights.
-    assert params == reference or (mode == "subpixel" and params - reference == 5 * (stride[0] * stride[1] - 1))
+    extra_bias = 5 * (stride[0] * stride[1] - 1)  # sub-pixel: one bias per output phase
+    assert params == reference or (mode == "subpixel" and params - reference == extra_bias)
     assert all(np.all(np.isfinite(g)) and np.abs(g).sum() > 0 for g in grads)
     assert np.abs(gx).sum() > 0
 

@@ -107,8 +107,9 @@ def invert_magnitude(
     """Recover waveforms whose STFT magnitude matches `magnitude`, by gradient descent.
 
     Starts from a phase-gradient (PGHI) estimate of the phase, then minimises,
-    per clip, ``||(|STFT(x)| - M)||^2 / ||M||^2`` (the squared spectral convergence) over the waveform ``x`` with Adam and a cosine
-    learning-rate decay. The waveform is parameterised in units of three times
+    per clip, ``||(|STFT(x)| - M)||^2 / ||M||^2`` (the squared spectral
+    convergence) over the waveform ``x`` with Adam and a cosine learning-rate
+    decay. The waveform is parameterised in units of three times
     the clip's RMS level (estimated from `magnitude`), so the default learning
     rate suits quiet and loud clips alike. The whole loop is one compiled
     function (`jax.jit` / `tf.function`), batched over clips.
