@@ -57,6 +57,7 @@ bench: install data
 	KERAS_BACKEND=jax $(BIN)/python benchmarks/phase_reconstruction.py
 	KERAS_BACKEND=jax $(BIN)/python benchmarks/rate_distortion.py
 	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/training_throughput.py --ops
 
 default-model: install data
 	# TensorFlow: its XLA convolutions train this model ~8x faster on CPU than JAX.

@@ -234,6 +234,10 @@ class ModelConfig:
     # Linear (the thesis): a sigmoid after the last conv saturates on the many
     # exact-zero pixels and can collapse training to a constant output.
     output_activation: str = _spec("linear", "str", choices=["sigmoid", "linear"])
+    # Resampling layers (vqkeras.experiments.models.blocks): the thesis's strided /
+    # transposed 4x4 convolutions, or same-size equivalents that JAX trains faster on CPU.
+    upsampling: str = _spec("transpose", "str", choices=["transpose", "subpixel", "resize"])
+    downsampling: str = _spec("strided", "str", choices=["strided", "space_to_depth"])
 
     def _validate(self, path: str) -> None:
         if self.quantizer in ("vq", "lfq") and self.num_stages != 1:
@@ -290,7 +294,7 @@ class PhaseReconstructionConfig:
 
     n_iter: int = _spec(100, "int", min=0)
     learning_rate: float = _spec(0.3, "float", positive=True)
-    init: str = _spec("griffin_lim", "str", choices=["griffin_lim", "random", "zeros"])
+    init: str = _spec("griffin_lim", "str", choices=["griffin_lim", "pghi", "random", "zeros"])
     init_iter: int = _spec(16, "int", min=0)
     # Evaluation reconstructs at most this many clips' waveforms (null: all).
     max_clips: int | None = _spec(None, "int", positive=True, optional=True)

@@ -4,7 +4,7 @@ The thesis recovered audio by optimising a waveform, from near-silence, with
 L-BFGS-B (up to 500 iterations, one clip at a time) so that its STFT magnitude
 matched the predicted one. Here the same idea runs as one compiled loop
 (`jax.lax.fori_loop` under `jax.jit`, or `tf.while_loop` under XLA), batched
-over clips, started from fast Griffin-Lim, with Adam in `keras.ops`.
+over clips, started from a phase-gradient (PGHI) estimate, with Adam in `keras.ops`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _WARMUP_FRACTION = 0.2
 # Level of the "zeros" start relative to the target's RMS: an exactly silent
 # waveform has no gradient through |STFT|, so start from near-silence (like the thesis).
 _ZEROS_LEVEL = 1e-3
+_INITS = ("pghi", "griffin_lim", "random", "zeros")
 
 
 def _rms_from_magnitude(mag: np.ndarray, window: np.ndarray, frame_step: int, length: int):
@@ -97,17 +98,18 @@ def invert_magnitude(
     frame_step: int,
     n_iter: int = 100,
     learning_rate: float = 0.3,
-    init: str = "griffin_lim",
-    init_iter: int = 16,
+    init: str = "pghi",
+    init_iter: int | None = None,
     window: str | tuple | np.ndarray = "hann",
     length: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """Recover waveforms whose STFT magnitude matches `magnitude`, by gradient descent.
 
-    Minimises, per clip, ``||(|STFT(x)| - M)||^2 / ||M||^2`` (the squared
-    spectral convergence) over the waveform ``x`` with Adam and a cosine
-    learning-rate decay. The waveform is parameterised in units of three times
+    Starts from a phase-gradient (PGHI) estimate of the phase, then minimises,
+    per clip, ``||(|STFT(x)| - M)||^2 / ||M||^2`` (the squared spectral
+    convergence) over the waveform ``x`` with Adam and a cosine learning-rate
+    decay. The waveform is parameterised in units of three times
     the clip's RMS level (estimated from `magnitude`), so the default learning
     rate suits quiet and loud clips alike. The whole loop is one compiled
     function (`jax.jit` / `tf.function`), batched over clips.
@@ -125,12 +127,18 @@ def invert_magnitude(
         Peak Adam learning rate (in units of 3x the clip's RMS level), reached
         after a linear warm-up over the first 20% of steps, then decayed to a
         tenth along a cosine.
-    init : {"griffin_lim", "random", "zeros"}
-        Starting waveform: fast Griffin-Lim with `init_iter` iterations (best),
-        white noise at the target's level, or near-silence (the thesis's start;
-        exactly zero would have no gradient).
-    init_iter : int
-        Griffin-Lim iterations for ``init="griffin_lim"``.
+    init : {"pghi", "griffin_lim", "random", "zeros"}
+        Starting waveform. ``"pghi"`` (default, best measured): the phase from
+        phase-gradient heuristic integration (`vqkeras.phase.pghi.pghi_phase`,
+        on the host), followed by `init_iter` fast Griffin-Lim iterations.
+        ``"griffin_lim"``: fast Griffin-Lim from random phase with `init_iter`
+        iterations (the default before PGHI). ``"random"``: white noise at the
+        target's level. ``"zeros"``: near-silence (the thesis's start; exactly
+        zero would have no gradient).
+    init_iter : int, optional
+        Fast Griffin-Lim iterations after the start phase of ``"pghi"`` or
+        ``"griffin_lim"``; default 0 for ``"pghi"`` (PGHI then Adam was best at equal
+        time in `benchmarks/phase_reconstruction.py`), 16 for ``"griffin_lim"``.
     window : str, tuple or array
         Analysis window (periodic, `scipy.signal.get_window` names).
     length : int, optional
@@ -159,13 +167,17 @@ def invert_magnitude(
     (8, 64000)
     """
     mag, unbatched = check_magnitude(magnitude, frame_length, frame_step)
+    if init_iter is None:
+        init_iter = 16 if init == "griffin_lim" else 0
+    if not isinstance(init_iter, int | np.integer) or init_iter < 0:
+        raise ValueError(f"`init_iter` must be a non-negative int. Received: init_iter={init_iter}")
     if not isinstance(n_iter, int | np.integer) or n_iter < 0:
         raise ValueError(f"`n_iter` must be a non-negative int. Received: n_iter={n_iter}")
     if not float(learning_rate) > 0:
         raise ValueError(f"`learning_rate` must be positive. Received: learning_rate={learning_rate}")
-    if init not in ("griffin_lim", "random", "zeros"):
+    if init not in _INITS:
         raise ValueError(
-            f"`init` must be 'griffin_lim', 'random' or 'zeros'. Received: init={init!r}"
+            f"`init` must be one of {', '.join(repr(i) for i in _INITS)}. Received: init={init!r}"
         )
     p, window_np = _stft_params(mag, frame_length, frame_step, window)
     num_frames = mag.shape[1]
@@ -177,9 +189,10 @@ def invert_magnitude(
         )
     rms = _rms_from_magnitude(mag, window_np, frame_step, length)
     rng = np.random.default_rng(seed)
-    if init == "griffin_lim":
+    if init in ("griffin_lim", "pghi"):
         x0 = griffin_lim(mag, frame_length=frame_length, frame_step=frame_step, n_iter=init_iter,
-                         window=window, length=length, seed=seed)
+                         window=window, length=length, seed=seed,
+                         init="pghi" if init == "pghi" else "random")
     elif init == "random":
         x0 = rng.standard_normal((mag.shape[0], length)).astype("float32") * rms[:, None]
     else:

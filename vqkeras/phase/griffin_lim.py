@@ -243,7 +243,7 @@ def initial_angles(shape: tuple[int, ...], init: str, seed: int) -> tuple[np.nda
         return np.cos(phase).astype("float32"), np.sin(phase).astype("float32")
     if init in ("zeros", "zero", None):
         return np.ones(shape, "float32"), np.zeros(shape, "float32")
-    raise ValueError(f"`init` must be 'random' or 'zeros'. Received: init={init!r}")
+    raise ValueError(f"`init` must be 'random', 'zeros' or 'pghi'. Received: init={init!r}")
 
 
 def griffin_lim(
@@ -283,8 +283,10 @@ def griffin_lim(
         ``frame_length`` values.
     length : int, optional
         Output length; defaults to ``(frames - 1) * frame_step``.
-    init : {"random", "zeros"}
-        Initial phase: uniform random, or zero phase.
+    init : {"random", "zeros", "pghi"}
+        Initial phase: uniform random, zero phase, or phase-gradient heuristic
+        integration (`vqkeras.phase.pghi.pghi_phase`: a phase estimate from the
+        magnitude's gradients, far closer than random; computed on the host).
     seed : int
         Seed of the random initial phase.
 
@@ -325,7 +327,14 @@ def griffin_lim(
             f"`length` must exceed fft_length // 2 = {p.fft_length // 2} (reflect padding). "
             f"Received: length={length}"
         )
-    a_re, a_im = initial_angles(mag.shape, init, seed)
+    if init == "pghi":
+        from vqkeras.phase.pghi import pghi_phase
+
+        phase = pghi_phase(mag, frame_length=frame_length, frame_step=frame_step, window=window,
+                           seed=seed)
+        a_re, a_im = np.cos(phase).astype("float32"), np.sin(phase).astype("float32")
+    else:
+        a_re, a_im = initial_angles(mag.shape, init, seed)
     key = ("griffin_lim", mag.shape, p, num_frames, length, int(n_iter), float(momentum))
     fn = compiled(key, lambda: _make_griffin_lim(p, window_np, num_frames, length,
                                                  int(n_iter), float(momentum)))

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vqkeras.experiments.models.blocks import build_decoder, build_encoder, residual_stack
+from vqkeras.experiments.models.resampling import DepthToSpace, SpaceToDepth
 from vqkeras.experiments.models.vqvae import VQVAE, Autoencoder, compile_model, sum_squared_error
 
 if TYPE_CHECKING:
     from vqkeras.experiments.config import ModelConfig
 
-__all__ = ["Autoencoder", "VQVAE", "build_decoder", "build_encoder", "build_model",
-           "compile_model", "load_model", "residual_stack", "sum_squared_error"]
+__all__ = ["Autoencoder", "DepthToSpace", "SpaceToDepth", "VQVAE", "build_decoder", "build_encoder",
+           "build_model", "compile_model", "load_model", "residual_stack", "sum_squared_error"]
 
 
 def build_model(config: ModelConfig, input_shape) -> VQVAE | Autoencoder:
@@ -26,7 +27,8 @@ def build_model(config: ModelConfig, input_shape) -> VQVAE | Autoencoder:
     """
     common = dict(num_hiddens=config.num_hiddens, num_residual_layers=config.num_residual_layers,
                   num_residual_hiddens=config.num_residual_hiddens, strides=config.strides,
-                  embedding_dim=config.embedding_dim, output_activation=config.output_activation)
+                  embedding_dim=config.embedding_dim, output_activation=config.output_activation,
+                  upsampling=config.upsampling, downsampling=config.downsampling)
     if config.kind == "autoencoder":
         return Autoencoder(input_shape, **common)
     return VQVAE(input_shape, num_embeddings=config.num_embeddings, quantizer=config.quantizer,

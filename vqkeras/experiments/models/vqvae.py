@@ -62,7 +62,8 @@ class _ConvAutoencoder(keras.Model):
 
     def __init__(self, image_shape: Sequence[int], *, num_hiddens: int, num_residual_layers: int,
                  num_residual_hiddens: int, strides: Sequence[Sequence[int]], embedding_dim: int,
-                 output_activation: str, **kwargs: Any) -> None:
+                 output_activation: str, upsampling: str = "transpose",
+                 downsampling: str = "strided", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3 or min(image_shape) < 1:
@@ -88,12 +89,18 @@ class _ConvAutoencoder(keras.Model):
         self.strides = strides
         self.embedding_dim = int(embedding_dim)
         self.output_activation = output_activation
+        # Models saved before these options existed have no such keys: the defaults
+        # are the original layers, so they load and compute exactly as before.
+        self.upsampling = upsampling
+        self.downsampling = downsampling
         self.latent_shape = (image_shape[0] // time_stride, image_shape[1] // freq_stride)
         common = dict(num_hiddens=self.num_hiddens, num_residual_layers=self.num_residual_layers,
                       num_residual_hiddens=self.num_residual_hiddens, strides=strides)
-        self.encoder = build_encoder(image_shape, embedding_dim=self.embedding_dim, **common)
+        self.encoder = build_encoder(image_shape, embedding_dim=self.embedding_dim,
+                                     downsampling=downsampling, **common)
         self.decoder = build_decoder((*self.latent_shape, self.embedding_dim), image_shape[-1],
-                                     output_activation=output_activation, **common)
+                                     output_activation=output_activation, upsampling=upsampling,
+                                     **common)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "trainable": self.trainable,
@@ -101,7 +108,8 @@ class _ConvAutoencoder(keras.Model):
                 "num_residual_layers": self.num_residual_layers,
                 "num_residual_hiddens": self.num_residual_hiddens,
                 "strides": [list(p) for p in self.strides], "embedding_dim": self.embedding_dim,
-                "output_activation": self.output_activation}
+                "output_activation": self.output_activation, "upsampling": self.upsampling,
+                "downsampling": self.downsampling}
 
     def build(self, input_shape=None) -> None:
         # All sublayers are built in __init__; nothing depends on the batch size.
@@ -149,6 +157,13 @@ class VQVAE(_ConvAutoencoder):
     output_activation : {"linear", "sigmoid"}
         Linear (default, the thesis). A sigmoid keeps outputs in [0, 1] but,
         with many exact-zero pixels, can saturate and collapse training.
+    upsampling : {"transpose", "subpixel", "resize"}
+        Decoder resampling: 4x4 transposed convolutions (thesis, default), sub-pixel
+        convolutions (same parameters; several times faster to train on JAX/CPU),
+        or nearest-neighbour resize then a 4x4 convolution.
+    downsampling : {"strided", "space_to_depth"}
+        Encoder resampling: 4x4 strided convolutions (thesis, default), or
+        space-to-depth then a stride-1 convolution (same parameters; faster on JAX/CPU).
 
     Input shape: ``(batch, *image_shape)``. Output shape: the same.
     Attributes: ``encoder``, ``quantizer``, ``decoder`` (sub-models/layers), ``latent_shape``.
@@ -162,11 +177,12 @@ class VQVAE(_ConvAutoencoder):
                  beta: float = 0.25, dead_code_threshold: int = 0,
                  initializer: str = "random_normal", output_activation: str = "linear",
                  levels: Sequence[int] | None = None, entropy_weight: float = 0.1,
+                 upsampling: str = "transpose", downsampling: str = "strided",
                  name: str = "vqvae", **kwargs: Any) -> None:
         super().__init__(image_shape, num_hiddens=num_hiddens, num_residual_layers=num_residual_layers,
                          num_residual_hiddens=num_residual_hiddens, strides=strides,
                          embedding_dim=embedding_dim, output_activation=output_activation,
-                         name=name, **kwargs)
+                         upsampling=upsampling, downsampling=downsampling, name=name, **kwargs)
         if quantizer not in ("vq", "rvq", "fsq", "lfq"):
             raise ValueError(f"quantizer must be 'vq', 'rvq', 'fsq' or 'lfq'. Received: quantizer={quantizer!r}")
         if quantizer in ("vq", "lfq") and int(num_stages) != 1:
@@ -290,12 +306,13 @@ class Autoencoder(_ConvAutoencoder):
     def __init__(self, image_shape: Sequence[int], *, num_hiddens: int = 128,
                  num_residual_layers: int = 2, num_residual_hiddens: int = 32,
                  strides: Sequence[Sequence[int]] = ((2, 2), (2, 2)), embedding_dim: int = 4,
-                 output_activation: str = "linear", name: str = "autoencoder",
+                 output_activation: str = "linear", upsampling: str = "transpose",
+                 downsampling: str = "strided", name: str = "autoencoder",
                  **kwargs: Any) -> None:
         super().__init__(image_shape, num_hiddens=num_hiddens, num_residual_layers=num_residual_layers,
                          num_residual_hiddens=num_residual_hiddens, strides=strides,
                          embedding_dim=embedding_dim, output_activation=output_activation,
-                         name=name, **kwargs)
+                         upsampling=upsampling, downsampling=downsampling, name=name, **kwargs)
         self.built = True
 
     def call(self, images, training=None):
