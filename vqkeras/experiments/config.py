@@ -294,8 +294,9 @@ class PhaseReconstructionConfig:
 
     n_iter: int = _spec(100, "int", min=0)
     learning_rate: float = _spec(0.3, "float", positive=True)
-    init: str = _spec("griffin_lim", "str", choices=["griffin_lim", "pghi", "random", "zeros"])
-    init_iter: int = _spec(16, "int", min=0)
+    init: str = _spec("pghi", "str", choices=["griffin_lim", "pghi", "random", "zeros"])
+    # Griffin-Lim iterations before Adam when init is "griffin_lim" (PGHI needs none).
+    init_iter: int = _spec(0, "int", min=0)
     # Evaluation reconstructs at most this many clips' waveforms (null: all).
     max_clips: int | None = _spec(None, "int", positive=True, optional=True)
 
