@@ -28,7 +28,7 @@ vq = model.get_layer("vq").encode(feats)
 rvq = model.get_layer("rvq").encode(feats)
 print(json.dumps({"backend": keras.backend.backend(),
                   "vq": np.asarray(vq).tolist(), "rvq": np.asarray(rvq).tolist(),
-                  "out": np.asarray(model(x)).tolist()}))
+                  "out": np.asarray(model.get_layer("vq")(feats) + model.get_layer("rvq")(feats)).tolist()}))
 """
 
 
@@ -64,4 +64,4 @@ def test_codes_identical_on_the_other_backend(notes, tmp_path, backend):
     assert got["backend"] == other
     np.testing.assert_array_equal(np.array(got["vq"]), np.asarray(vq.encode(f)))
     np.testing.assert_array_equal(np.array(got["rvq"]), np.asarray(rvq.encode(f)))
-    np.testing.assert_allclose(np.array(got["out"]), np.asarray(model(x)), atol=1e-3)
+    np.testing.assert_allclose(np.array(got["out"]), np.asarray(vq(f) + rvq(f)), atol=1e-3)
