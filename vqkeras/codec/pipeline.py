@@ -36,7 +36,7 @@ import numpy as np
 from vqkeras.codec import container, entropy
 from vqkeras.codec.codec_model import CodecInfo, CodecModel, load_codec_model
 from vqkeras.errors import AudioFileError, CodecFormatError, CodecLimitError
-from vqkeras.files import atomic_write_bytes, check_output_path
+from vqkeras.files import atomic_path, atomic_write_bytes, check_output_path
 
 MAX_FILE_BYTES = container.file_size(container.MAX_WINDOWS, container.MAX_PAYLOAD_BYTES)
 BATCH_WINDOWS = 8  # windows per network call: bounded memory for long files
@@ -210,7 +210,22 @@ def _decode_exported(codec: CodecModel, batch: np.ndarray) -> np.ndarray | None:
     return np.asarray(decoder(padded), dtype=np.float32)[:len(batch)]
 
 
-def loudness_codes(codec: CodecModel, windows: np.ndarray, indices: np.ndarray) -> np.ndarray:
+def _k_weights(info: CodecInfo) -> np.ndarray:
+    from vqkeras.codec.loudness import k_weight_power
+
+    bins = _spec_config(info).num_bins
+    return k_weight_power(np.linspace(0.0, info.sample_rate / 2, bins))
+
+
+def frame_energies(info: CodecInfo, windows: np.ndarray) -> np.ndarray:
+    """K-weighted energy of each STFT frame of (peak-normalised) windows ``(n, frames)``."""
+    from vqkeras.features import stft_magnitude
+
+    magnitude = stft_magnitude(windows, _spec_config(info)).astype(np.float64)
+    return ((magnitude ** 2) @ _k_weights(info)).astype(np.float32)
+
+
+def loudness_codes(codec: CodecModel, energies: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Per-window loudness corrections (int8 codes) that undo the model's level loss.
 
     The decoder network's spectrogram of each window is compared with the
@@ -222,29 +237,27 @@ def loudness_codes(codec: CodecModel, windows: np.ndarray, indices: np.ndarray) 
 
     Parameters
     ----------
-    windows : np.ndarray [shape=(n, window_samples)]
-        The peak-normalised windows that were encoded.
+    energies : np.ndarray [shape=(n, frames)]
+        `frame_energies` of the peak-normalised windows that were encoded.
     indices : np.ndarray [shape=(n, h, w, stages)]
         Their code indices (the stages that are stored).
     """
-    from vqkeras.codec.loudness import k_weight_power
-    from vqkeras.features import image_to_magnitude, stft_magnitude
+    from vqkeras.features import image_to_magnitude
 
     info = codec.info
     config = _spec_config(info)
     num_frames = info.window_samples // int(config.frame_step) + 1
-    weight = k_weight_power(np.linspace(0.0, info.sample_rate / 2, config.num_bins))
-    codes = np.zeros(len(windows), np.int8)
-    for start in range(0, len(windows), BATCH_WINDOWS):
-        batch = indices[start:start + BATCH_WINDOWS]
+    weight = _k_weights(info)
+    codes = np.zeros(len(indices), np.int8)
+    for start in range(0, len(indices), BATCH_WINDOWS):
+        batch = np.asarray(indices[start:start + BATCH_WINDOWS], np.int32)
         images = _decode_exported(codec, batch)
         if images is None:
             images = _decode_batch(codec, batch)
         decoded = image_to_magnitude(images, config, num_frames=num_frames).astype(np.float64)
-        source = stft_magnitude(windows[start:start + BATCH_WINDOWS], config).astype(np.float64)
-        frames_in = (source ** 2) @ weight  # (batch, frames) K-weighted energy
-        frames_out = (decoded ** 2) @ weight
-        for i, (e_in, e_out) in enumerate(zip(frames_in, frames_out)):
+        frames_out = (decoded ** 2) @ weight  # (batch, frames) K-weighted energy
+        for i, e_out in enumerate(frames_out):
+            e_in = energies[start + i].astype(np.float64)
             keep = e_in >= 0.1 * e_in.mean()
             total_in, total_out = e_in[keep].sum(), e_out[keep].sum()
             if total_in > 0 and total_out > 0:
@@ -398,7 +411,8 @@ def compress(input_wav: str | Path, output_path: str | Path, *,
     CodecLimitError
         If the clip does not fit ``bitrate`` even with one stage.
     """
-    from vqkeras.audio_io import check_input_file, read_wav
+    from vqkeras.audio_io import check_input_file
+    from vqkeras.codec.stream import read_windows
 
     input_wav = check_input_file(input_wav)
     output_path = check_output_path(output_path, [input_wav])
@@ -407,33 +421,58 @@ def compress(input_wav: str | Path, output_path: str | Path, *,
     if bitrate is not None:
         fit_bitrate(info, np.zeros((1, 1, 1, 1), np.int32), 1.0, bitrate)  # bad values fail now
     sample_rate, channels, frames = _input_info(input_wav)
-    audio = np.asarray(read_wav(input_wav, sample_rate=info.sample_rate, mono=True), np.float32)
-    num_samples = max(1, frames)
+    if frames == 0:
+        raise AudioFileError(f"{input_wav}: contains no samples (empty or truncated data chunk)")
+    num_samples = frames
     duration = num_samples / sample_rate
     if duration > container.MAX_DURATION_S or channels > container.MAX_CHANNELS:
         raise AudioFileError(f"{input_wav}: {duration:.0f} s, {channels} channels; the .vqz "
                              f"format holds at most {container.MAX_DURATION_S} s and "
                              f"{container.MAX_CHANNELS} channels")
     length, n_windows = expected_windows(info, sample_rate, num_samples)
-    audio = np.pad(audio[:length], (0, n_windows * info.window_samples - min(len(audio), length)))
-    windows = audio.reshape(n_windows, info.window_samples)
-    gains = np.array([container.quantize_gain(float(np.max(np.abs(w)))) for w in windows],
+    # Streaming: only one batch of windows is held as audio; what is kept for
+    # the whole file is small (codes, one gain and one energy curve per window).
+    gains = np.zeros(n_windows, np.uint8)
+    indices = np.zeros((n_windows, *info.grid, info.num_stages),
+                       np.uint8 if info.num_embeddings <= 256 else np.int32)
+    energies = None
+    bar = _progress(n_windows, "compress") if progress else None
+    batch: list[np.ndarray] = []
+    done = 0
+    for i, window in enumerate(read_windows(input_wav, info.sample_rate, info.window_samples,
+                                            length, n_windows)):
+        batch.append(window)
+        if len(batch) < BATCH_WINDOWS and i < n_windows - 1:
+            continue
+        windows = np.stack(batch)
+        batch = []
+        g = np.array([container.quantize_gain(float(np.max(np.abs(w)))) for w in windows],
                      dtype=np.uint8)
-    scale = np.array([container.dequantize_gain(g) for g in gains], dtype=np.float32)
-    windows = np.clip(windows / np.where(scale > 0, scale, 1.0)[:, None], -1.0, 1.0)
-    windows = windows.astype(np.float32)
-    indices = encode_windows(codec, windows, info.num_stages, progress=progress)
+        scale = np.array([container.dequantize_gain(c) for c in g], dtype=np.float32)
+        windows = np.clip(windows / np.where(scale > 0, scale, 1.0)[:, None], -1.0, 1.0)
+        windows = windows.astype(np.float32)
+        codes = encode_windows(codec, windows, info.num_stages)
+        if codes.shape[1:3] != info.grid:
+            raise CodecFormatError(f"model produced a {codes.shape[1:3]} code grid, codec.json "
+                                   f"says {info.grid}")
+        energy = frame_energies(info, windows)
+        if energies is None:
+            energies = np.zeros((n_windows, energy.shape[1]), np.float32)
+        gains[done:done + len(windows)] = g
+        indices[done:done + len(windows)] = codes
+        energies[done:done + len(windows)] = energy
+        done += len(windows)
+        if bar is not None:
+            bar.update(len(windows))
+    if bar is not None:
+        bar.close()
     stages, payload = fit_bitrate(info, indices, duration, bitrate)
     indices = indices[..., :stages]
-    loudness = loudness_codes(codec, windows, indices)
+    loudness = loudness_codes(codec, energies, indices)
     loudness[gains == container.GAIN_SILENT] = 0
     header = container.VQZHeader(model_id=info.model_id, sample_rate=sample_rate,
                                  channels=channels, num_samples=num_samples,
-                                 num_windows=n_windows, grid=tuple(indices.shape[1:3]),
-                                 num_stages=stages)
-    if header.grid != info.grid:
-        raise CodecFormatError(f"model produced a {header.grid} code grid, codec.json "
-                               f"says {info.grid}")
+                                 num_windows=n_windows, grid=info.grid, num_stages=stages)
     atomic_write_bytes(output_path, container.pack(header, gains, payload, loudness),
                        inputs=[input_wav])
     return output_path
@@ -477,7 +516,8 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     CodecLimitError
         If it would decode to more than ``max_samples`` samples.
     """
-    from vqkeras.audio_io import output_format, write_wav
+    from vqkeras.audio_io import output_format
+    from vqkeras.codec.stream import StreamWriter
 
     input_path, output_wav = Path(input_path), Path(output_wav)
     if input_path.is_dir():
@@ -508,17 +548,26 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
                               f"({announced.num_samples} x {announced.channels} channels), over "
                               f"the limit of {max_samples} (raise it with --max-samples)")
     header, gains, indices = read_vqz(input_path.read_bytes(), info)
-    waves = decode_windows(codec, indices, iterations=iterations, progress=progress)
-    audio = (waves * gains[:, None]).reshape(-1)
     length, _ = expected_windows(info, header.sample_rate, header.num_samples)
-    audio = audio[:length]
-    if header.sample_rate != info.sample_rate:
-        import soxr
-
-        audio = soxr.resample(audio, info.sample_rate, header.sample_rate, quality="HQ")
-    audio = np.pad(audio[:header.num_samples], (0, max(0, header.num_samples - len(audio))))
-    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
-    if header.channels > 1:
-        audio = np.repeat(audio[:, None], header.channels, axis=1)
-    write_wav(output_wav, audio, header.sample_rate, inputs=(input_path,))
+    fmt, subtype = output_format(output_wav)
+    # Streaming: each batch of windows is decoded, resampled and written
+    # before the next; the output appears (atomically) only when complete.
+    bar = _progress(len(indices), "decompress") if progress else None
+    with atomic_path(output_wav, inputs=(input_path,)) as tmp:
+        writer = StreamWriter(tmp, fmt, subtype, info.sample_rate, header.sample_rate,
+                              header.channels, length, header.num_samples, name=output_wav)
+        try:
+            for start in range(0, len(indices), BATCH_WINDOWS):
+                waves = decode_windows(codec, indices[start:start + BATCH_WINDOWS],
+                                       iterations=iterations)
+                writer.write((waves * gains[start:start + BATCH_WINDOWS, None]).reshape(-1))
+                if bar is not None:
+                    bar.update(len(waves))
+        except BaseException:
+            writer.abort()  # the temporary file is removed by atomic_path
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        writer.close()
     return output_wav
