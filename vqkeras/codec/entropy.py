@@ -90,10 +90,10 @@ def encode_indices(indices: np.ndarray, counts: np.ndarray) -> bytes:
     if indices.size and (indices.min() < 0 or indices.max() >= counts.shape[1]):
         raise ValueError(f"indices must lie in [0, {counts.shape[1]}); received range "
                          f"[{indices.min()}, {indices.max()}]")
-    flat = indices.reshape(-1, stages).astype(np.int32)
     encoder = constriction.stream.queue.RangeEncoder()
     for s, model in enumerate(_models(counts[:stages])):
-        encoder.encode(np.ascontiguousarray(flat[:, s]), model)
+        # One stage at a time as int32: no int32 copy of every stage at once.
+        encoder.encode(np.ascontiguousarray(indices[..., s].reshape(-1), dtype=np.int32), model)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 

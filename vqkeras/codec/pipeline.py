@@ -136,7 +136,9 @@ def _encode_batch(codec: CodecModel, images: np.ndarray, num_stages: int) -> np.
         lambda x: net.quantizer.encode(net.encoder(x, training=False), num_stages=num_stages)))
     if fn is None:
         return np.asarray(net.encode(images, num_stages=num_stages), dtype=np.int32)
-    return np.asarray(fn(images), dtype=np.int32)
+    padded = np.zeros((max(BATCH_WINDOWS, len(images)), *images.shape[1:]), images.dtype)
+    padded[:len(images)] = images
+    return np.asarray(fn(padded), dtype=np.int32)[:len(images)]
 
 
 def _encode_exported(codec: CodecModel, batch: np.ndarray, num_stages: int) -> np.ndarray | None:
@@ -183,7 +185,11 @@ def _decode_batch(codec: CodecModel, indices: np.ndarray) -> np.ndarray:
         lambda i: net.decoder(net.quantizer.decode(i), training=False)))
     if fn is None:
         return net.decode_indices(indices)
-    return np.asarray(fn(np.asarray(indices, dtype=np.int32)), dtype=np.float32)
+    # A short last batch is padded: one program shape (and one compilation, with
+    # its memory peak) whatever the file's length.
+    padded = np.zeros((max(BATCH_WINDOWS, len(indices)), *indices.shape[1:]), np.int32)
+    padded[:len(indices)] = indices
+    return np.asarray(fn(padded), dtype=np.float32)[:len(indices)]
 
 
 def _decode_exported(codec: CodecModel, batch: np.ndarray) -> np.ndarray | None:
