@@ -236,8 +236,8 @@ def loudness_codes(codec: CodecModel, energies: np.ndarray, indices: np.ndarray)
 
     The decoder network's spectrogram of each window is compared with the
     input window's STFT under BS.1770 K-weighting: the correction is the
-    square root of their energy ratio, over the frames that the standard's
-    relative gate would keep (those within 10 dB of the window's mean).
+    ratio of their gated loudness (`_gated_level`: 400-ms blocks, relative
+    gate at -10 dB, each signal gated on its own, as a meter would).
     Phase reconstruction keeps the spectrogram's energy to within ~0.1 dB,
     so no trial decode is needed.
 
@@ -254,6 +254,9 @@ def loudness_codes(codec: CodecModel, energies: np.ndarray, indices: np.ndarray)
     config = _spec_config(info)
     num_frames = info.window_samples // int(config.frame_step) + 1
     weight = _k_weights(info)
+    step_s = int(config.frame_step) / info.sample_rate
+    frames_per_block = max(1, round(0.4 / step_s))  # 400-ms gating blocks
+    frames_per_hop = max(1, round(0.1 / step_s))  # 75 % overlap
     codes = np.zeros(len(indices), np.int8)
     for start in range(0, len(indices), BATCH_WINDOWS):
         batch = np.asarray(indices[start:start + BATCH_WINDOWS], np.int32)
@@ -263,13 +266,30 @@ def loudness_codes(codec: CodecModel, energies: np.ndarray, indices: np.ndarray)
         decoded = image_to_magnitude(images, config, num_frames=num_frames).astype(np.float64)
         frames_out = (decoded ** 2) @ weight  # (batch, frames) K-weighted energy
         for i, e_out in enumerate(frames_out):
-            e_in = energies[start + i].astype(np.float64)
-            keep = e_in >= 0.1 * e_in.mean()
-            total_in, total_out = e_in[keep].sum(), e_out[keep].sum()
-            if total_in > 0 and total_out > 0:
+            level_in = _gated_level(energies[start + i], frames_per_block, frames_per_hop)
+            level_out = _gated_level(e_out, frames_per_block, frames_per_hop)
+            if level_in > 0 and level_out > 0:
                 codes[start + i] = container.quantize_loudness(
-                    10.0 * np.log10(total_in / total_out))
+                    10.0 * np.log10(level_in / level_out))
     return codes
+
+
+def _gated_level(frame_energy: np.ndarray, block: int, hop: int) -> float:
+    """BS.1770-style gated mean of per-frame energies (linear; only ratios matter).
+
+    Frames are grouped into 400-ms blocks with 75 % overlap; blocks more than
+    10 dB below the mean of all blocks are dropped (the relative gate), as the
+    loudness meter does to the whole file.
+    """
+    e = np.asarray(frame_energy, np.float64)
+    if len(e) <= block:
+        blocks = np.array([e.mean()])
+    else:
+        cumulative = np.concatenate([[0.0], np.cumsum(e)])
+        starts = np.arange(0, len(e) - block + 1, hop)
+        blocks = (cumulative[starts + block] - cumulative[starts]) / block
+    kept = blocks[blocks >= 0.1 * blocks.mean()]
+    return float(kept.mean()) if kept.size else 0.0
 
 
 def fit_bitrate(info: CodecInfo, indices: np.ndarray, duration_s: float,
