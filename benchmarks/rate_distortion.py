@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from vqkeras.audio_io import read_wav
     from vqkeras.codec import compress, container, decompress, entropy
     from vqkeras.codec.codec_model import load_codec_model
-    from vqkeras.codec.pipeline import decode_windows, encode_windows
+    from vqkeras.codec.pipeline import (decode_windows, encode_windows, frame_energies,
+                                        loudness_codes)
     from vqkeras.features import SpectrogramConfig
     from vqkeras.metrics import log_spectral_distance, stft_magnitude
     from vqkeras.phase import invert_magnitude
@@ -152,18 +153,23 @@ def main(argv: list[str] | None = None) -> int:
                              visqol=visqol(waves[i], estimates[i]) if visqol else float("nan")))
         print(f"{condition:16s} {np.mean(kbps):7.2f} kbit/s  LSD {np.mean(lsd):5.2f} dB", flush=True)
 
-    # Ours, every stage count, batched (identical to the file API per window).
+    # Ours, every stage count, batched (identical to the file API per window:
+    # the same .vqz bytes, loudness corrections included).
     all_codes = encode_windows(codec, normalised, info.num_stages)
+    energies = frame_energies(info, normalised)
     for stages in range(1, info.num_stages + 1):
         codes = all_codes[..., :stages]
+        loudness = loudness_codes(codec, energies, codes)
+        loudness[gains == container.GAIN_SILENT] = 0
         sizes = []
         for i in range(len(files)):
             header = container.VQZHeader(model_id=info.model_id, sample_rate=SAMPLE_RATE,
                                          channels=1, num_samples=n, num_windows=1,
                                          grid=info.grid, num_stages=stages)
             payload = entropy.encode_indices(codes[i:i + 1], info.counts_array)
-            sizes.append(len(container.pack(header, gains[i:i + 1], payload)))
-        decoded = decode_windows(codec, codes, iterations=iterations) * scale[:, None]
+            sizes.append(len(container.pack(header, gains[i:i + 1], payload, loudness[i:i + 1])))
+        level = scale * np.array([container.dequantize_loudness(c) for c in loudness], np.float32)
+        decoded = decode_windows(codec, codes, iterations=iterations) * level[:, None]
         add(f"vqkeras-S{stages}", "vqkeras", 8 * np.array(sizes) / duration / 1000, decoded)
 
     # Upper bound: true magnitude, our phase reconstruction.

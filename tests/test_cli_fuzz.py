@@ -78,7 +78,7 @@ def test_compress_random_wav_like_inputs(data, tmp_path_factory, capsys):
     rc = main(["compress", str(folder / "in.wav"), str(folder / "out.vqz")])
     _check_outcome(rc, capsys.readouterr().err, folder, "out.vqz")
     if rc == 0:
-        header, _, _ = container.unpack((folder / "out.vqz").read_bytes())
+        header = container.unpack((folder / "out.vqz").read_bytes())[0]
         info = sf.info(str(folder / "in.wav"))
         assert (header.sample_rate, header.channels) == (info.samplerate, info.channels)
         assert header.num_samples == max(1, info.frames)

@@ -11,7 +11,7 @@ import pytest
 
 from vqkeras.codec import compress, container, decompress, entropy
 from vqkeras.codec.codec_model import CodecInfo, load_codec_model
-from vqkeras.errors import CodecFormatError
+from vqkeras.errors import CodecFormatError, CodecLimitError
 
 ITERATIONS = 64  # phase reconstruction steps in tests (~0.1 s a window once compiled)
 
@@ -77,7 +77,7 @@ def test_stereo_44k_odd_length_round_trip(codec, notes, tmp_path):
     src = tmp_path / "stereo.wav"
     sf.write(src, stereo, 44100, subtype="PCM_16")
     vqz = compress(src, tmp_path / "stereo.vqz", model=codec, progress=False)
-    header, gains, payload = container.unpack(vqz.read_bytes())
+    header, gains, loudness, payload = container.unpack(vqz.read_bytes())
     assert (header.sample_rate, header.channels, header.num_samples) == (44100, 2, n)
     assert header.num_windows == 2 and gains.shape == (2,)
     out = decompress(vqz, tmp_path / "stereo_out.wav", model=codec, iterations=ITERATIONS,
@@ -87,24 +87,137 @@ def test_stereo_44k_odd_length_round_trip(codec, notes, tmp_path):
     assert np.abs(audio).max() > 0.01
 
 
-def test_bitrate_selects_stages_and_file_size_grows(codec, note_wav, tmp_path):
+def _prefix_sizes(codec, vqz: Path) -> dict[int, int]:
+    """File size of ``vqz``'s clip with each stage count (from its all-stage indices)."""
+    from vqkeras.codec.pipeline import read_vqz
+
+    header, _, indices = read_vqz(vqz.read_bytes(), codec.info)
+    return {s: container.file_size(header.num_windows, len(entropy.encode_indices(
+        indices[..., :s], codec.info.counts_array))) for s in range(1, header.num_stages + 1)}
+
+
+def test_bitrate_caps_the_real_file_rate(codec, note_wav, note_vqz, tmp_path):
     info = codec.info
-    sizes, stages = [], []
-    for s in range(1, info.num_stages + 1):
-        path = compress(note_wav, tmp_path / f"s{s}.vqz", model=codec,
-                        bitrate=info.bitrate_kbps[str(s)] + 1e-3, progress=False)
-        stages.append(container.unpack(path.read_bytes())[0].num_stages)
-        sizes.append(path.stat().st_size)
-    assert stages == list(range(1, info.num_stages + 1))
-    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
-    # Below the one-stage rate: still one stage (the smallest).
-    low = compress(note_wav, tmp_path / "low.vqz", model=codec, bitrate=0.01, progress=False)
-    assert container.unpack(low.read_bytes())[0].num_stages == 1
-    # A one-stage file decodes with the four-stage model (RVQ prefix).
-    out = decompress(low, tmp_path / "low.wav", model=codec, iterations=ITERATIONS, progress=False)
-    assert out.stat().st_size == 44 + 2 * 64000
+    sizes = _prefix_sizes(codec, note_vqz)  # 4-s note: rate = 8 * bytes / 4 s
+    assert list(sizes.values()) == sorted(sizes.values())
+    rates = {s: 8 * size / 4.0 / 1000 for s, size in sizes.items()}
+    caps = sorted({rates[s] + d for s in rates for d in (-1e-3, 0.0)} | {1.9, 100.0})
+    for cap in caps:
+        if cap < rates[1]:
+            with pytest.raises(CodecLimitError, match="below the lowest rate"):
+                compress(note_wav, tmp_path / "x.vqz", model=codec, bitrate=cap, progress=False)
+            assert not (tmp_path / "x.vqz").exists()
+            continue
+        path = compress(note_wav, tmp_path / "x.vqz", model=codec, bitrate=cap, progress=False)
+        stages = container.unpack(path.read_bytes())[0].num_stages
+        # The most stages whose real file (header included) fits, and it fits.
+        assert stages == max(s for s in rates if rates[s] <= cap), cap
+        assert path.stat().st_size == sizes[stages]
+        assert 8 * path.stat().st_size / 4.0 / 1000 <= cap
+    # `--bitrate 1.9` was 1.95 kbit/s with the nominal per-stage rates; now it is a cap.
+    assert info.bitrate_kbps["2"] < 1.9 < rates[2]
     with pytest.raises(ValueError, match="bitrate"):
         compress(note_wav, tmp_path / "bad.vqz", model=codec, bitrate=-3, progress=False)
+
+
+def test_bitrate_cap_on_a_long_clip_and_a_short_one(codec, notes, tmp_path):
+    import soundfile as sf
+
+    long = np.concatenate([notes[2], notes[4], notes[6][:32000]])  # 10 s: three windows
+    sf.write(tmp_path / "long.wav", long, 16000, subtype="PCM_16")
+    for cap in (1.2, 2.5):
+        path = compress(tmp_path / "long.wav", tmp_path / f"long{cap}.vqz", model=codec,
+                        bitrate=cap, progress=False)
+        assert 8 * path.stat().st_size / 10.0 / 1000 <= cap
+    assert (container.unpack((tmp_path / "long1.2.vqz").read_bytes())[0].num_stages
+            < container.unpack((tmp_path / "long2.5.vqz").read_bytes())[0].num_stages)
+    # A 1-s clip is charged as one whole 4-s window (it is coded as one).
+    sf.write(tmp_path / "short.wav", notes[0][:16000], 16000, subtype="PCM_16")
+    path = compress(tmp_path / "short.wav", tmp_path / "short.vqz", model=codec, bitrate=1.5,
+                    progress=False)
+    assert 8 * path.stat().st_size / 4.0 / 1000 <= 1.5
+
+
+def test_cli_bitrate_below_one_stage_exits_2(note_wav, tmp_path, capsys):
+    from vqkeras.cli import main
+
+    assert main(["compress", str(note_wav), str(tmp_path / "o.vqz"), "--bitrate", "0.2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vqkeras compress: error: --bitrate 0.2 kbit/s is below")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o.vqz").exists()
+
+
+@pytest.mark.backend
+def test_decoded_loudness_matches_the_input(codec, notes, tmp_path):
+    import pyloudnorm
+    import soundfile as sf
+
+    meter = pyloudnorm.Meter(16000)
+    corrections, gaps = [], []
+    # Piano, guitar, strings, flute, trumpet, bass: all stages, and one stage.
+    for i, bitrate in [(0, None), (1, None), (2, None), (3, 1.2), (4, 1.2), (5, None)]:
+        src = tmp_path / f"n{i}.wav"
+        sf.write(src, notes[i], 16000, subtype="FLOAT")
+        vqz = compress(src, tmp_path / f"n{i}.vqz", model=codec, bitrate=bitrate, progress=False)
+        corrections.append(container.unpack(vqz.read_bytes())[2][0] * container.LOUDNESS_STEP_DB)
+        out = decompress(vqz, tmp_path / f"o{i}.wav", model=codec, iterations=ITERATIONS,
+                         progress=False)
+        decoded, _ = sf.read(out)
+        gaps.append(meter.integrated_loudness(decoded)
+                    - meter.integrated_loudness(notes[i].astype(np.float64)))
+    # Within 1 LU of the input (BS.1770 integrated loudness, measured by pyloudnorm).
+    assert np.max(np.abs(gaps)) <= 1.0, gaps
+    # Without the stored corrections the output was 1-9 dB too quiet (issue 12).
+    assert min(corrections) > 0.5 and max(corrections) > 4.0, corrections
+
+
+@pytest.mark.backend
+def test_version_1_file_still_decodes(codec, notes, tmp_path):
+    import soundfile as sf
+
+    from vqkeras.metrics import log_spectral_distance
+
+    # Written by vqkeras before format version 2 (`compress(guitar, bitrate=1.0)`,
+    # the guitar note of `notes[1]`), kept as bytes.
+    old = Path(__file__).parent / "data" / "guitar_v1.vqz"
+    header = container.unpack(old.read_bytes())[0]
+    assert header.version == 1 and header.num_stages == 1
+    out = decompress(old, tmp_path / "old.wav", model=codec, iterations=ITERATIONS,
+                     progress=False)
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and audio.shape == (64000,)
+    silence = log_spectral_distance(notes[1], np.zeros_like(notes[1]))
+    assert log_spectral_distance(notes[1], audio) < 0.85 * silence
+
+
+def test_decoded_size_limit_checked_before_decoding(codec, note_vqz, tmp_path, capsys):
+    from vqkeras.cli import main
+    from vqkeras.codec.pipeline import DEFAULT_MAX_SAMPLES
+
+    out = tmp_path / "out.wav"
+    with pytest.raises(CodecLimitError, match="64000 samples .* over the limit of 63999"):
+        decompress(note_vqz, out, model=codec, max_samples=63_999, progress=False)
+    assert not out.exists()
+    # A tiny forged file announcing four hours of 48-kHz stereo: refused from its
+    # header alone by the default limit, even with a wrong checksum.
+    data = bytearray(note_vqz.read_bytes())
+    data[24:28] = struct.pack("<I", 48000)
+    data[28:30] = struct.pack("<H", 2)
+    data[32:40] = struct.pack("<Q", 4 * 3600 * 48000)
+    bomb = tmp_path / "bomb.vqz"
+    bomb.write_bytes(bytes(data))
+    assert 4 * 3600 * 48000 * 2 > DEFAULT_MAX_SAMPLES
+    with pytest.raises(CodecLimitError, match="over the limit"):
+        decompress(bomb, out, model=codec, progress=False)
+    # The flag: validated when parsed, then applied; one line and exit 2 either way.
+    for flag, message in [("0", "argument --max-samples: expected an integer >= 1"),
+                          ("x", "argument --max-samples: expected an integer"),
+                          ("100", "over the limit of 100")]:
+        assert main(["decompress", str(note_vqz), str(out), "--max-samples", flag]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not out.exists()
+    assert list(tmp_path.iterdir()) == [bomb]
 
 
 def test_entropy_coding_beats_fixed_width_on_real_codes(codec, notes):
@@ -129,7 +242,7 @@ def _forge(data: bytes, offset: int, value: bytes) -> bytes:
     (lambda d: d[: len(d) // 2], "truncated"),
     (lambda d: d[:-1] + bytes([d[-1] ^ 0x5A]), "CRC32"),
     (lambda d: b"RIFF" + d[4:], "magic"),
-    (lambda d: _forge(d, 4, struct.pack("<H", 2)), "version 2"),
+    (lambda d: _forge(d, 4, struct.pack("<H", 3)), "version 3"),
     (lambda d: _forge(d, 8, bytes(16)), "file was made with model 0000"),
     (lambda d: d[:60] + bytes([d[60] ^ 1]) + d[61:], "CRC32"),
 ])

@@ -132,3 +132,34 @@ def test_mutated_files_with_fixed_crc(which, op):
 def test_random_bytes(data):
     _check(container.MAGIC + data)
     _check(data)
+
+
+def _with_payload(data: bytes, payload: bytes) -> bytes:
+    """The same file with another payload, its length field and CRC forged to match."""
+    header, payload_len = container.read_header(data)
+    side = 2 * header.num_windows
+    body = bytearray(data[:container.HEADER_SIZE + side]) + payload
+    body[48:52] = struct.pack("<I", len(payload))
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+
+
+@pytest.mark.parametrize("which", range(len(VALID)))
+def test_payload_must_be_consumed_exactly(which):
+    data = VALID[which]
+    header, _, _, payload = container.unpack(data)
+    rng = np.random.default_rng(which)
+    forged = {
+        "empty": b"",
+        "garbage": rng.integers(0, 256, len(payload), dtype=np.uint8).tobytes(),
+        "one word of garbage": b"\x12\x34\x56\x78",
+        "an extra word": payload + b"\x00\x00\x00\x00",
+        "a word short": payload[:-4],
+    }  # (all zeros is not among them: it is the exact coding of "every index is 0")
+    for name, bad in forged.items():
+        if bad == payload:
+            continue
+        with pytest.raises(CodecFormatError, match="corrupt payload") as err:
+            read_vqz(_with_payload(data, bad), INFO)
+        assert "\n" not in str(err.value), name
+    # The genuine payload through the same forging path still decodes.
+    assert read_vqz(_with_payload(data, payload), INFO)[2].shape[-1] == header.num_stages

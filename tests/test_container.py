@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -34,13 +35,45 @@ def _recrc(data: bytearray) -> bytes:
 def test_round_trip_and_size():
     header = _header()
     payload = bytes(range(40))
-    data = container.pack(header, np.array([3, 255], np.uint8), payload)
-    assert len(data) == container.HEADER_SIZE + 2 + 40 + 4
+    data = container.pack(header, np.array([3, 255], np.uint8), payload,
+                          np.array([-128, 127], np.int8))
+    assert len(data) == container.HEADER_SIZE + 2 * 2 + 40 + 4 == container.file_size(2, 40)
     assert data[:4] == container.MAGIC
-    back, gains, back_payload = container.unpack(data)
-    assert back == header
+    assert struct.unpack_from("<H", data, 4) == (2,)  # version 2
+    back, gains, loudness, back_payload = container.unpack(data)
+    assert back == header and back.version == 2
     assert gains.tolist() == [3, 255]
+    assert loudness.tolist() == [-128, 127]
     assert back_payload == payload
+
+
+def _v1_file(payload: bytes = b"\x05\x06\x07\x08") -> bytes:
+    """A version 1 file built from the documented layout: no loudness bytes."""
+    body = struct.pack("<4sHH16sIHBBQIHHI", container.MAGIC, 1, 0, bytes(range(16)), 44100, 2,
+                       3, 0, 286650, 2, 8, 16, len(payload)) + bytes([7, 9]) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_version_1_files_still_read():
+    header, gains, loudness, payload = container.unpack(_v1_file())
+    assert header.version == 1 and header.num_windows == 2 and header.channels == 2
+    assert gains.tolist() == [7, 9] and loudness.tolist() == [0, 0]
+    assert payload == b"\x05\x06\x07\x08"
+    # A version 1 file is one byte per window shorter: its own length rule applies.
+    with pytest.raises(CodecFormatError, match="truncated"):
+        container.unpack(_v1_file()[:-5] + _v1_file()[-4:])
+    # Writing is version 2 only.
+    with pytest.raises(ValueError, match="version 2"):
+        container.pack(dataclasses.replace(header), np.zeros(2, np.uint8), payload)
+
+
+def test_loudness_codes_round_trip():
+    for db in [-20.0, -0.3, 0.0, 0.12, 6.0, 31.75]:
+        code = container.quantize_loudness(db)
+        assert abs(20 * np.log10(container.dequantize_loudness(code)) - db) <= 0.125 + 1e-9
+    assert container.quantize_loudness(100.0) == 127
+    assert container.quantize_loudness(-100.0) == -128
+    assert container.quantize_loudness(float("nan")) == 0
 
 
 @pytest.mark.parametrize("cut", [0, 3, 10, container.HEADER_SIZE, -1, -5])
@@ -62,9 +95,10 @@ def test_wrong_magic():
 
 def test_wrong_version_named():
     data = bytearray(_file())
-    data[4:6] = struct.pack("<H", 7)
-    with pytest.raises(CodecFormatError, match="version 7"):
-        container.unpack(_recrc(data))
+    for version in (0, 3, 7):
+        data[4:6] = struct.pack("<H", version)
+        with pytest.raises(CodecFormatError, match=f"version {version} .*reads versions 1, 2"):
+            container.unpack(_recrc(data))
 
 
 def test_bit_flips_anywhere_fail_the_checksum_or_a_bound():

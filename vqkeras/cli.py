@@ -155,13 +155,19 @@ def _cmd_decompress(args: argparse.Namespace) -> None:
     from vqkeras.codec.codec_model import load_codec_model
 
     if not batch.is_batch(args.inputs, args.output):
-        print(decompress(args.inputs[0], args.output, model=args.model, iterations=args.iterations))
+        print(decompress(args.inputs[0], args.output, model=args.model, iterations=args.iterations,
+                         **_max_samples(args)))
         return
     pairs = batch.plan_outputs(batch.expand_inputs(args.inputs, batch.VQZ_SUFFIXES), args.output,
                                f".{args.format}")
     model = load_codec_model(args.model)
     _run_codec_batch(args, pairs, lambda source, target: decompress(
-        source, target, model=model, iterations=args.iterations, progress=False), "decompress")
+        source, target, model=model, iterations=args.iterations, progress=False,
+        **_max_samples(args)), "decompress")
+
+
+def _max_samples(args: argparse.Namespace) -> dict:
+    return {} if args.max_samples is None else {"max_samples": args.max_samples}
 
 
 def _cmd_codec_train_default(args: argparse.Namespace) -> None:
@@ -224,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("output", help="output .vqz file, or a folder for several inputs")
     compress.add_argument("--model", help="codec model (default: the shipped one)")
     compress.add_argument("--bitrate", type=_positive_float,
-                          help="target bitrate in kbit/s (picks the number of stages)")
+                          help="cap in kbit/s on the real file rate, header included (the most "
+                               "stages that fit; an error if one stage does not)")
     compress.set_defaults(func=_cmd_compress)
 
     decompress = sub.add_parser(
@@ -238,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="file format when writing into a folder (default: wav)")
     decompress.add_argument("--model", help="codec model (default: the shipped one)")
     decompress.add_argument("--iterations", type=_non_negative_int, help="phase reconstruction iterations")
+    decompress.add_argument("--max-samples", type=_positive_int, default=None,
+                            help="refuse files that decode to more samples (all channels) than "
+                                 "this (default: one hour of 48-kHz stereo, 345600000)")
     decompress.set_defaults(func=_cmd_decompress)
 
     codec = sub.add_parser("codec", help="codec maintenance").add_subparsers(

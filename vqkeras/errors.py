@@ -25,6 +25,11 @@ class CodecFormatError(VQKerasError, ValueError):
     """A compressed (.vqz) file is truncated, damaged, or for another model/version."""
 
 
+class CodecLimitError(VQKerasError, ValueError):
+    """A codec request that cannot be met: a bitrate cap below what a clip needs,
+    or a .vqz file that would decode to more samples than the allowed maximum."""
+
+
 class OutputPathError(VQKerasError, ValueError):
     """An output path is unusable: it is an input file, a folder, or under a file."""
 

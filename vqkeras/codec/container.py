@@ -4,8 +4,9 @@ The layout is documented byte by byte in ``docs/format.md``. All integers are
 little-endian. Unpacking checks, in this order: length of the fixed header,
 magic, version, flags, each header value against its bound (before anything
 is allocated from it), the exact file length those values imply, and the
-CRC32 of everything before the checksum. Only then are the gains and payload
-sliced out. Any failure raises `vqkeras.errors.CodecFormatError` naming what
+CRC32 of everything before the checksum. Only then are the gains, loudness
+corrections and payload sliced out. Version 1 files (no loudness corrections)
+are still read: their corrections are all zero. Any failure raises `vqkeras.errors.CodecFormatError` naming what
 is wrong; no other exception escapes `unpack`.
 
 Matching the header against a model (identity, grid, stages) is the job of
@@ -25,8 +26,10 @@ from vqkeras.errors import CodecFormatError
 MAGIC = b"\x89VQZ"
 """First four bytes of every .vqz file (a high-bit byte, like PNG, catches 7-bit mangling)."""
 
-VERSION = 1
-"""Format version written by this code; the only one it reads."""
+VERSION = 2
+"""Format version written by this code."""
+READ_VERSIONS = (1, 2)
+"""Versions this code reads (1: no loudness corrections)."""
 
 MODEL_ID_BYTES = 16
 
@@ -52,6 +55,8 @@ GAIN_SILENT = 255
 """Gain code of an all-zero window (nothing is coded for it beyond its gain)."""
 GAIN_STEP_DB = 0.5
 """Peak gains are stored as ``code = ceil(-20 log10(peak) / 0.5)``, 0..254."""
+LOUDNESS_STEP_DB = 0.25
+"""Loudness corrections (version 2) are signed bytes in 0.25-dB steps: -32 .. +31.75 dB."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class VQZHeader:
         Code grid ``(h, w)`` of one window.
     num_stages : int
         RVQ stages coded per grid cell.
+    version : int
+        Format version of the file (`VERSION` for files written now).
     """
 
     model_id: bytes
@@ -84,6 +91,7 @@ class VQZHeader:
     num_windows: int
     grid: tuple[int, int]
     num_stages: int
+    version: int = VERSION
 
     @property
     def num_symbols(self) -> int:
@@ -120,12 +128,21 @@ def validate_header(header: VQZHeader) -> None:
                   f"cells <= {MAX_GRID_CELLS})")
     if not 1 <= header.num_stages <= MAX_STAGES:
         raise bad(f"stage count {header.num_stages} outside 1..{MAX_STAGES}")
+    if header.version not in READ_VERSIONS:
+        raise CodecFormatError(f"unsupported .vqz format version {header.version} "
+                               f"(this vqkeras reads versions {', '.join(map(str, READ_VERSIONS))})")
     if header.num_symbols > MAX_SYMBOLS:
         raise bad(f"{header.num_symbols} code indices exceed the limit of {MAX_SYMBOLS}")
 
 
-def pack(header: VQZHeader, gains: np.ndarray, payload: bytes) -> bytes:
-    """Serialise a .vqz file.
+def _side_bytes(version: int) -> int:
+    """Bytes of side information per window: peak gain, and (version 2) loudness correction."""
+    return 1 if version == 1 else 2
+
+
+def pack(header: VQZHeader, gains: np.ndarray, payload: bytes,
+         loudness: np.ndarray | None = None) -> bytes:
+    """Serialise a .vqz file (format `VERSION`).
 
     Parameters
     ----------
@@ -135,12 +152,16 @@ def pack(header: VQZHeader, gains: np.ndarray, payload: bytes) -> bytes:
         Quantised peak gain code per window (`GAIN_SILENT` for silence).
     payload : bytes
         Entropy-coded indices (a whole number of 32-bit words).
+    loudness : np.ndarray [shape=(num_windows,), dtype=int8], optional
+        Loudness correction per window in `LOUDNESS_STEP_DB` steps (default 0).
 
     Returns
     -------
     bytes
         The complete file.
     """
+    if header.version != VERSION:
+        raise ValueError(f"this vqkeras writes .vqz version {VERSION} only")
     validate_header(header)
     gains = np.asarray(gains)
     if gains.shape != (header.num_windows,):
@@ -149,15 +170,22 @@ def pack(header: VQZHeader, gains: np.ndarray, payload: bytes) -> bytes:
     if len(payload) % 4 or len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"payload must be whole 32-bit words and <= {MAX_PAYLOAD_BYTES} "
                          f"bytes; received {len(payload)} bytes")
+    loudness = (np.zeros(header.num_windows, np.int8) if loudness is None
+                else np.asarray(loudness))
+    if loudness.shape != (header.num_windows,) or (
+            loudness.size and (loudness.min() < -128 or loudness.max() > 127)):
+        raise ValueError(f"need one loudness code in -128..127 per window "
+                         f"({header.num_windows}); received shape {loudness.shape}")
     head = _HEADER.pack(MAGIC, VERSION, 0, header.model_id, header.sample_rate,
                         header.channels, header.num_stages, 0, header.num_samples,
                         header.num_windows, header.grid[0], header.grid[1], len(payload))
-    body = head + gains.astype("<u1").tobytes() + bytes(payload)
+    body = (head + gains.astype("<u1").tobytes() + loudness.astype("<i1").tobytes()
+            + bytes(payload))
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def unpack(data: bytes) -> tuple[VQZHeader, np.ndarray, bytes]:
-    """Parse and verify a .vqz file.
+def unpack(data: bytes) -> tuple[VQZHeader, np.ndarray, np.ndarray, bytes]:
+    """Parse and verify a .vqz file (version 1 or 2).
 
     Parameters
     ----------
@@ -168,6 +196,8 @@ def unpack(data: bytes) -> tuple[VQZHeader, np.ndarray, bytes]:
     -------
     header : VQZHeader
     gains : np.ndarray [shape=(num_windows,), dtype=uint8]
+    loudness : np.ndarray [shape=(num_windows,), dtype=int8]
+        Loudness corrections (all zero in a version 1 file).
     payload : bytes
 
     Raises
@@ -177,27 +207,10 @@ def unpack(data: bytes) -> tuple[VQZHeader, np.ndarray, bytes]:
         version, a header value out of bounds, or a bad checksum.
     """
     data = bytes(data)
-    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
-        raise CodecFormatError("not a .vqz file (wrong magic bytes)")
-    if len(data) < HEADER_SIZE + CRC_SIZE:
-        raise CodecFormatError(f"truncated .vqz file: {len(data)} bytes, the header alone "
-                               f"needs {HEADER_SIZE + CRC_SIZE}")
-    (_, version, flags, model_id, sample_rate, channels, num_stages, reserved, num_samples,
-     num_windows, grid_h, grid_w, payload_len) = _HEADER.unpack_from(data)
-    if version != VERSION:
-        raise CodecFormatError(f"unsupported .vqz format version {version} "
-                               f"(this vqkeras reads version {VERSION})")
-    if flags != 0 or reserved != 0:
-        raise CodecFormatError(f"corrupt .vqz header: reserved bits set "
-                               f"(flags={flags}, reserved={reserved})")
-    header = VQZHeader(model_id=model_id, sample_rate=sample_rate, channels=channels,
-                       num_samples=num_samples, num_windows=num_windows,
-                       grid=(grid_h, grid_w), num_stages=num_stages)
-    validate_header(header)
-    if payload_len % 4 or payload_len > MAX_PAYLOAD_BYTES:
-        raise CodecFormatError(f"corrupt .vqz header: payload length {payload_len} is not "
-                               f"a whole number of 32-bit words <= {MAX_PAYLOAD_BYTES}")
-    expected = HEADER_SIZE + num_windows + payload_len + CRC_SIZE
+    header, payload_len = read_header(data)
+    side = _side_bytes(header.version)
+    n = header.num_windows
+    expected = HEADER_SIZE + side * n + payload_len + CRC_SIZE
     if len(data) < expected:
         raise CodecFormatError(f"truncated .vqz file: {len(data)} bytes, the header "
                                f"announces {expected}")
@@ -207,9 +220,59 @@ def unpack(data: bytes) -> tuple[VQZHeader, np.ndarray, bytes]:
     (crc,) = struct.unpack_from("<I", data, expected - CRC_SIZE)
     if crc != zlib.crc32(data[:expected - CRC_SIZE]):
         raise CodecFormatError("corrupt .vqz file: CRC32 checksum mismatch")
-    gains = np.frombuffer(data, dtype=np.uint8, count=num_windows, offset=HEADER_SIZE).copy()
-    payload = data[HEADER_SIZE + num_windows:HEADER_SIZE + num_windows + payload_len]
-    return header, gains, payload
+    gains = np.frombuffer(data, dtype=np.uint8, count=n, offset=HEADER_SIZE).copy()
+    if side == 2:
+        loudness = np.frombuffer(data, dtype=np.int8, count=n, offset=HEADER_SIZE + n).copy()
+    else:
+        loudness = np.zeros(n, np.int8)
+    start = HEADER_SIZE + side * n
+    return header, gains, loudness, data[start:start + payload_len]
+
+
+def read_header(data: bytes) -> tuple[VQZHeader, int]:
+    """Parse and bound the fixed header (the first `HEADER_SIZE` bytes are enough).
+
+    Lets a reader check what a file announces (its decoded size) before it
+    reads the rest. No checksum is verified here: `unpack` does that.
+
+    Returns
+    -------
+    header : VQZHeader
+    payload_length : int
+
+    Raises
+    ------
+    CodecFormatError
+        For a wrong magic, a short header, an unknown version, set reserved
+        bits or a value out of bounds.
+    """
+    data = bytes(data[:HEADER_SIZE])
+    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
+        raise CodecFormatError("not a .vqz file (wrong magic bytes)")
+    if len(data) < HEADER_SIZE:
+        raise CodecFormatError(f"truncated .vqz file: {len(data)} bytes, the header alone "
+                               f"needs {HEADER_SIZE + CRC_SIZE}")
+    (_, version, flags, model_id, sample_rate, channels, num_stages, reserved, num_samples,
+     num_windows, grid_h, grid_w, payload_len) = _HEADER.unpack_from(data)
+    if version not in READ_VERSIONS:
+        raise CodecFormatError(f"unsupported .vqz format version {version} (this vqkeras "
+                               f"reads versions {', '.join(map(str, READ_VERSIONS))})")
+    if flags != 0 or reserved != 0:
+        raise CodecFormatError(f"corrupt .vqz header: reserved bits set "
+                               f"(flags={flags}, reserved={reserved})")
+    header = VQZHeader(model_id=model_id, sample_rate=sample_rate, channels=channels,
+                       num_samples=num_samples, num_windows=num_windows,
+                       grid=(grid_h, grid_w), num_stages=num_stages, version=version)
+    validate_header(header)
+    if payload_len % 4 or payload_len > MAX_PAYLOAD_BYTES:
+        raise CodecFormatError(f"corrupt .vqz header: payload length {payload_len} is not "
+                               f"a whole number of 32-bit words <= {MAX_PAYLOAD_BYTES}")
+    return header, payload_len
+
+
+def file_size(num_windows: int, payload_bytes: int, version: int = VERSION) -> int:
+    """Bytes of a .vqz file with this many windows and payload bytes."""
+    return HEADER_SIZE + _side_bytes(version) * num_windows + payload_bytes + CRC_SIZE
 
 
 def quantize_gain(peak: float) -> int:
@@ -229,3 +292,15 @@ def dequantize_gain(code: int) -> float:
     if code >= GAIN_SILENT:
         return 0.0
     return float(10.0 ** (-int(code) * GAIN_STEP_DB / 20.0))
+
+
+def quantize_loudness(correction_db: float) -> int:
+    """Loudness code (signed byte) nearest to a correction in dB, saturated to -128..127."""
+    if not np.isfinite(correction_db):
+        return 0
+    return int(np.clip(np.round(correction_db / LOUDNESS_STEP_DB), -128, 127))
+
+
+def dequantize_loudness(code: int) -> float:
+    """Linear gain of a loudness code."""
+    return float(10.0 ** (int(code) * LOUDNESS_STEP_DB / 20.0))

@@ -8,6 +8,11 @@ into one `constriction.stream.queue.RangeEncoder` stream.
 
 The tables are stored with the model (``codec.json``) as integer counts, so
 the encoder and the decoder build bit-identical models on any machine.
+
+The coding is deterministic, so a payload is valid only if it is exactly what
+the encoder writes for the indices it decodes to: `decode_indices` re-encodes
+what it decoded and refuses any other bytes (an empty, short, padded or
+garbage payload behind a forged checksum).
 """
 
 from __future__ import annotations
@@ -85,10 +90,10 @@ def encode_indices(indices: np.ndarray, counts: np.ndarray) -> bytes:
     if indices.size and (indices.min() < 0 or indices.max() >= counts.shape[1]):
         raise ValueError(f"indices must lie in [0, {counts.shape[1]}); received range "
                          f"[{indices.min()}, {indices.max()}]")
-    flat = indices.reshape(-1, stages).astype(np.int32)
     encoder = constriction.stream.queue.RangeEncoder()
     for s, model in enumerate(_models(counts[:stages])):
-        encoder.encode(np.ascontiguousarray(flat[:, s]), model)
+        # One stage at a time as int32: no int32 copy of every stage at once.
+        encoder.encode(np.ascontiguousarray(indices[..., s].reshape(-1), dtype=np.int32), model)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -111,7 +116,9 @@ def decode_indices(payload: bytes, counts: np.ndarray, shape: tuple[int, ...]) -
     Raises
     ------
     CodecFormatError
-        If the stream is not valid range-coder output for these tables.
+        If the stream is not valid range-coder output for these tables, or
+        is not exactly the stream those indices encode to (unused, missing
+        or altered bytes).
     """
     import constriction
 
@@ -131,6 +138,10 @@ def decode_indices(payload: bytes, counts: np.ndarray, shape: tuple[int, ...]) -
         raise CodecFormatError(f"corrupt payload: entropy decoding failed ({err})") from err
     if out.size and (out.min() < 0 or out.max() >= counts.shape[1]):
         raise CodecFormatError("corrupt payload: decoded code index out of range")
+    if encode_indices(out, counts) != bytes(payload):
+        raise CodecFormatError(f"corrupt payload: its {len(payload)} bytes are not the exact "
+                               f"coding of {n * stages} code indices (unused, missing or "
+                               f"altered bytes)")
     return out.reshape(shape)
 
 

@@ -1,9 +1,10 @@
-"""The compressor's two XLA programs, saved with `jax.export` in the user cache.
+"""The compressor's XLA programs, saved with `jax.export` in the user cache.
 
 A warm `vqkeras compress` then needs neither Keras (about 2 s of CPU to
-import) nor the ``.keras`` file: it deserialises the STFT and the encoder
-(weights included) and runs them; their machine code comes from JAX's
-persistent compilation cache (`vqkeras.cache`). The first run builds both from
+import) nor the ``.keras`` file: it deserialises the STFT, the encoder and
+the decoder (weights included; the decoder measures the loudness corrections)
+and runs them; their machine code comes from JAX's
+persistent compilation cache (`vqkeras.cache`). The first run builds them from
 the Keras model and saves them. A saved program is keyed by everything that
 changes it (model identity, shapes, stages, spectrogram settings, JAX
 version), so a new model or JAX writes new files instead of using stale ones.
