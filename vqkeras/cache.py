@@ -27,6 +27,22 @@ def cache_dir() -> Path | None:
     return Path(base) / "vqkeras"
 
 
+def keras_backend() -> str:
+    """The Keras backend in use, without importing Keras when ``KERAS_BACKEND`` says it.
+
+    Keras falls back to ``~/.keras/keras.json`` or TensorFlow when the variable
+    is unset, so only then is Keras itself asked (importing it).
+    """
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    name = os.environ.get("KERAS_BACKEND")
+    if name:
+        return name
+    import keras
+
+    return keras.backend.backend()
+
+
 def enable_compilation_cache() -> Path | None:
     """Turn on JAX's persistent compilation cache in ``cache_dir()/jax``.
 
@@ -39,7 +55,7 @@ def enable_compilation_cache() -> Path | None:
     Path or None
         The cache folder in use.
     """
-    if os.environ.get("KERAS_BACKEND", "jax") != "jax":
+    if keras_backend() != "jax":
         return None
     root = cache_dir()
     if root is None:

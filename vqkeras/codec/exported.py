@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,9 +27,10 @@ _FORMAT = 1  # bump when the programs' meaning changes
 
 
 def _folder() -> Path | None:
-    if os.environ.get("KERAS_BACKEND", "jax") != "jax":
+    from vqkeras.cache import cache_dir, keras_backend
+
+    if keras_backend() != "jax":
         return None
-    from vqkeras.cache import cache_dir
 
     root = cache_dir()
     return None if root is None else root / "exported"

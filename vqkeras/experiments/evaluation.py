@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqkeras.experiments.config import ExperimentConfig, input_shape, latent_bits, load_config
+from vqkeras.experiments.config import ExperimentConfig, latent_bits, load_config
 from vqkeras.files import atomic_path, atomic_write_text
 
 __all__ = ["BASELINES", "EvaluationResult", "baseline_images", "collapse_status", "evaluate",
