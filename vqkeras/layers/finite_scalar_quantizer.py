@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vqkeras.layers.quantizer_base import BaseQuantizer, check_float, check_int
+from vqkeras.layers.quantizer_base import BaseQuantizer, check_int, checked_vectors
 
 _EPS = 1e-3  # widens the tanh range a little so the outermost levels are reachable
 
@@ -75,14 +75,7 @@ class FiniteScalarQuantizer(BaseQuantizer):
 
     # ------------------------------------------------------------ internals
     def _check(self, x, who):
-        x = ops.convert_to_tensor(x)
-        check_float(x, who)
-        if x.shape[-1] != self.embedding_dim:
-            raise ValueError(f"{who} expects the last axis to be len(levels)={self.embedding_dim}. "
-                             f"Received: input shape={tuple(x.shape)}")
-        if not self.built:
-            self.build(x.shape)
-        return x
+        return checked_vectors(self, x, who, "len(levels)")
 
     def _integer_grid(self, z):
         """Bounded, rounded values in ``[-(L//2), (L-1)//2 ... ]`` (float32, straight-through)."""

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vqkeras.layers.quantizer_base import BaseQuantizer, check_float, check_int
+from vqkeras.layers.quantizer_base import BaseQuantizer, check_int, checked_vectors
 
 
 def _binary_entropy(p):
@@ -94,14 +94,7 @@ class LookupFreeQuantizer(BaseQuantizer):
         return 2 ** self.embedding_dim
 
     def _check(self, x, who):
-        x = ops.convert_to_tensor(x)
-        check_float(x, who)
-        if x.shape[-1] != self.embedding_dim:
-            raise ValueError(f"{who} expects the last axis to be embedding_dim={self.embedding_dim}. "
-                             f"Received: input shape={tuple(x.shape)}")
-        if not self.built:
-            self.build(x.shape)
-        return x
+        return checked_vectors(self, x, who, "embedding_dim")
 
     def _indices(self, z):
         bits = ops.cast(z > 0, "int32")

@@ -60,6 +60,21 @@ def check_float(x, who: str) -> None:
         raise ValueError(f"{who} expects float vectors; integer indices go to `decode`. Received: dtype={dtype}")
 
 
+def checked_vectors(layer, x, who: str, size_name: str):
+    """``x`` as a float tensor whose last axis is ``layer.embedding_dim``; builds the layer once.
+
+    ``size_name`` names that size in the error (e.g. ``"len(levels)"``).
+    """
+    x = keras.ops.convert_to_tensor(x)
+    check_float(x, who)
+    if x.shape[-1] != layer.embedding_dim:
+        raise ValueError(f"{who} expects the last axis to be {size_name}={layer.embedding_dim}. "
+                         f"Received: input shape={tuple(x.shape)}")
+    if not layer.built:
+        layer.build(x.shape)
+    return x
+
+
 def check_int(indices, who: str) -> None:
     if "int" not in keras.backend.standardize_dtype(indices.dtype):
         raise ValueError(f"{who} expects integer indices. Received: dtype={indices.dtype}")
