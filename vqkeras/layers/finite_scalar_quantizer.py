@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vqkeras.layers.quantizer_base import BaseQuantizer, check_int, checked_vectors
+from vqkeras.layers.quantizer_base import BaseQuantizer, check_int, check_vector_size, checked_vectors
 
 _EPS = 1e-3  # widens the tanh range a little so the outermost levels are reachable
 
@@ -63,9 +63,7 @@ class FiniteScalarQuantizer(BaseQuantizer):
                              f"Received: levels={levels}")
 
     def build(self, input_shape):
-        if input_shape[-1] != self.embedding_dim:
-            raise ValueError(f"FiniteScalarQuantizer expects the last axis to be len(levels)={self.embedding_dim}. "
-                             f"Received: input shape={tuple(input_shape)}")
+        check_vector_size(self, input_shape, "FiniteScalarQuantizer", "len(levels)")
         self._build_statistics()
         self.built = True
 

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vqkeras.layers.quantizer_base import BaseQuantizer, check_int, checked_vectors
+from vqkeras.layers.quantizer_base import BaseQuantizer, check_int, check_vector_size, checked_vectors
 
 
 def _binary_entropy(p):
@@ -83,9 +83,7 @@ class LookupFreeQuantizer(BaseQuantizer):
         self._basis = (2 ** np.arange(embedding_dim)).astype("int32")
 
     def build(self, input_shape):
-        if input_shape[-1] != self.embedding_dim:
-            raise ValueError(f"LookupFreeQuantizer expects the last axis to be embedding_dim={self.embedding_dim}. "
-                             f"Received: input shape={tuple(input_shape)}")
+        check_vector_size(self, input_shape, "LookupFreeQuantizer", "embedding_dim")
         self._build_statistics()
         self.built = True
 

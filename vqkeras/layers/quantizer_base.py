@@ -60,6 +60,13 @@ def check_float(x, who: str) -> None:
         raise ValueError(f"{who} expects float vectors; integer indices go to `decode`. Received: dtype={dtype}")
 
 
+def check_vector_size(layer, shape, who: str, size_name: str) -> None:
+    """Raise a one-line ValueError unless ``shape[-1] == layer.embedding_dim``."""
+    if shape[-1] != layer.embedding_dim:
+        raise ValueError(f"{who} expects the last axis to be {size_name}={layer.embedding_dim}. "
+                         f"Received: input shape={tuple(shape)}")
+
+
 def checked_vectors(layer, x, who: str, size_name: str):
     """``x`` as a float tensor whose last axis is ``layer.embedding_dim``; builds the layer once.
 
@@ -67,9 +74,7 @@ def checked_vectors(layer, x, who: str, size_name: str):
     """
     x = keras.ops.convert_to_tensor(x)
     check_float(x, who)
-    if x.shape[-1] != layer.embedding_dim:
-        raise ValueError(f"{who} expects the last axis to be {size_name}={layer.embedding_dim}. "
-                         f"Received: input shape={tuple(x.shape)}")
+    check_vector_size(layer, x.shape, who, size_name)
     if not layer.built:
         layer.build(x.shape)
     return x
