@@ -13,7 +13,7 @@ from vqkeras.codec import compress, container, decompress, entropy
 from vqkeras.codec.codec_model import CodecInfo, load_codec_model
 from vqkeras.errors import CodecFormatError, CodecLimitError
 
-ITERATIONS = 64  # phase reconstruction steps in tests (~0.1 s a window once compiled)
+ITERATIONS = 64  # phase reconstruction steps in tests (~0.1 s a chunk once compiled)
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +77,13 @@ def test_stereo_44k_odd_length_round_trip(codec, notes, tmp_path):
     src = tmp_path / "stereo.wav"
     sf.write(src, stereo, 44100, subtype="PCM_16")
     vqz = compress(src, tmp_path / "stereo.vqz", model=codec, progress=False)
-    header, gains, loudness, payload = container.unpack(vqz.read_bytes())
+    header, gains, loudness, payloads = container.unpack(vqz.read_bytes())
     assert (header.sample_rate, header.channels, header.num_samples) == (44100, 2, n)
-    assert header.num_windows == 2 and gains.shape == (2,)
+    # Two different notes in the channels: left/right, each with its own codes.
+    assert header.mode == container.LEFT_RIGHT and header.stages == (codec.info.num_stages,) * 2
+    assert header.num_segments == 2 and gains.shape == (2, 2)
+    # 104001 samples at 16 kHz: centred frames 0..814 touch them, 51 cells of 16 frames.
+    assert header.num_cells == 51
     out = decompress(vqz, tmp_path / "stereo_out.wav", model=codec, iterations=ITERATIONS,
                      progress=False)
     audio, rate = sf.read(out, dtype="float32")
@@ -88,16 +92,15 @@ def test_stereo_44k_odd_length_round_trip(codec, notes, tmp_path):
 
 
 def _prefix_sizes(codec, vqz: Path) -> dict[int, int]:
-    """File size of ``vqz``'s clip with each stage count (from its all-stage indices)."""
+    """File size of ``vqz``'s (mono) clip with each stage count (from its all-stage indices)."""
     from vqkeras.codec.pipeline import read_vqz
 
-    header, _, indices = read_vqz(vqz.read_bytes(), codec.info)
-    return {s: container.file_size(header.num_windows, len(entropy.encode_indices(
-        indices[..., :s], codec.info.counts_array))) for s in range(1, header.num_stages + 1)}
+    header, _, _, indices = read_vqz(vqz.read_bytes(), codec.info)
+    return {s: container.file_size(1, header.num_segments, len(entropy.encode_indices(
+        indices[0][..., :s], codec.info.counts_array))) for s in range(1, header.stages[0] + 1)}
 
 
 def test_bitrate_caps_the_real_file_rate(codec, note_wav, note_vqz, tmp_path):
-    info = codec.info
     sizes = _prefix_sizes(codec, note_vqz)  # 4-s note: rate = 8 * bytes / 4 s
     assert list(sizes.values()) == sorted(sizes.values())
     rates = {s: 8 * size / 4.0 / 1000 for s, size in sizes.items()}
@@ -109,13 +112,11 @@ def test_bitrate_caps_the_real_file_rate(codec, note_wav, note_vqz, tmp_path):
             assert not (tmp_path / "x.vqz").exists()
             continue
         path = compress(note_wav, tmp_path / "x.vqz", model=codec, bitrate=cap, progress=False)
-        stages = container.unpack(path.read_bytes())[0].num_stages
+        stages = container.unpack(path.read_bytes())[0].stages[0]
         # The most stages whose real file (header included) fits, and it fits.
         assert stages == max(s for s in rates if rates[s] <= cap), cap
         assert path.stat().st_size == sizes[stages]
         assert 8 * path.stat().st_size / 4.0 / 1000 <= cap
-    # `--bitrate 1.9` was 1.95 kbit/s with the nominal per-stage rates; now it is a cap.
-    assert info.bitrate_kbps["2"] < 1.9 < rates[2]
     with pytest.raises(ValueError, match="bitrate"):
         compress(note_wav, tmp_path / "bad.vqz", model=codec, bitrate=-3, progress=False)
 
@@ -123,15 +124,15 @@ def test_bitrate_caps_the_real_file_rate(codec, note_wav, note_vqz, tmp_path):
 def test_bitrate_cap_on_a_long_clip_and_a_short_one(codec, notes, tmp_path):
     import soundfile as sf
 
-    long = np.concatenate([notes[2], notes[4], notes[6][:32000]])  # 10 s: three windows
+    long = np.concatenate([notes[2], notes[4], notes[6][:32000]])  # 10 s: three segments
     sf.write(tmp_path / "long.wav", long, 16000, subtype="PCM_16")
     for cap in (1.2, 2.5):
         path = compress(tmp_path / "long.wav", tmp_path / f"long{cap}.vqz", model=codec,
                         bitrate=cap, progress=False)
         assert 8 * path.stat().st_size / 10.0 / 1000 <= cap
-    assert (container.unpack((tmp_path / "long1.2.vqz").read_bytes())[0].num_stages
-            < container.unpack((tmp_path / "long2.5.vqz").read_bytes())[0].num_stages)
-    # A 1-s clip is charged as one whole 4-s window (it is coded as one).
+    assert (container.unpack((tmp_path / "long1.2.vqz").read_bytes())[0].stages
+            < container.unpack((tmp_path / "long2.5.vqz").read_bytes())[0].stages)
+    # A 1-s clip is charged as one whole 4-s segment.
     sf.write(tmp_path / "short.wav", notes[0][:16000], 16000, subtype="PCM_16")
     path = compress(tmp_path / "short.wav", tmp_path / "short.vqz", model=codec, bitrate=1.5,
                     progress=False)
@@ -159,7 +160,8 @@ def test_decoded_loudness_matches_the_input(codec, notes, tmp_path):
         src = tmp_path / f"n{i}.wav"
         sf.write(src, notes[i], 16000, subtype="FLOAT")
         vqz = compress(src, tmp_path / f"n{i}.vqz", model=codec, bitrate=bitrate, progress=False)
-        corrections.append(container.unpack(vqz.read_bytes())[2][0] * container.LOUDNESS_STEP_DB)
+        corrections.append(container.unpack(vqz.read_bytes())[2][0, 0]
+                           * container.LOUDNESS_STEP_DB)
         out = decompress(vqz, tmp_path / f"o{i}.wav", model=codec, iterations=ITERATIONS,
                          progress=False)
         decoded, _ = sf.read(out)
@@ -171,23 +173,15 @@ def test_decoded_loudness_matches_the_input(codec, notes, tmp_path):
     assert min(corrections) > 0.5 and max(corrections) > 4.0, corrections
 
 
-@pytest.mark.backend
-def test_version_1_file_still_decodes(codec, notes, tmp_path):
-    import soundfile as sf
-
-    from vqkeras.metrics import log_spectral_distance
-
-    # Written by vqkeras before format version 2 (`compress(guitar, bitrate=1.0)`,
-    # the guitar note of `notes[1]`), kept as bytes.
+def test_old_format_files_are_refused_with_a_reason(codec, tmp_path):
+    # Written by vqkeras before format version 2 (independent 4-s windows, the
+    # model before the retraining), kept as bytes.
     old = Path(__file__).parent / "data" / "guitar_v1.vqz"
-    header = container.unpack(old.read_bytes())[0]
-    assert header.version == 1 and header.num_stages == 1
-    out = decompress(old, tmp_path / "old.wav", model=codec, iterations=ITERATIONS,
-                     progress=False)
-    audio, rate = sf.read(out, dtype="float32")
-    assert rate == 16000 and audio.shape == (64000,)
-    silence = log_spectral_distance(notes[1], np.zeros_like(notes[1]))
-    assert log_spectral_distance(notes[1], audio) < 0.85 * silence
+    out = tmp_path / "old.wav"
+    with pytest.raises(CodecFormatError, match="version 1 .*decode it with the vqkeras that "
+                                               "wrote it"):
+        decompress(old, out, model=codec, iterations=ITERATIONS, progress=False)
+    assert not out.exists()
 
 
 def test_decoded_size_limit_checked_before_decoding(codec, note_vqz, tmp_path, capsys):
@@ -220,15 +214,15 @@ def test_decoded_size_limit_checked_before_decoding(codec, note_vqz, tmp_path, c
     assert list(tmp_path.iterdir()) == [bomb]
 
 
-def test_entropy_coding_beats_fixed_width_on_real_codes(codec, notes):
-    from vqkeras.codec.pipeline import encode_windows
+def test_entropy_coding_beats_fixed_width_on_real_codes(codec, notes, tmp_path):
+    from vqkeras.audio_io import write_wav
 
-    info = codec.info
-    peaks = np.abs(notes).max(axis=1, keepdims=True)
-    codes = encode_windows(codec, notes / peaks, info.num_stages)
-    coded = 8 * len(entropy.encode_indices(codes, info.counts_array))
-    fixed = entropy.fixed_width_bits(codes.size, info.num_embeddings)
-    assert coded < fixed, (coded, fixed)
+    write_wav(tmp_path / "all.wav", np.concatenate(notes), 16000)  # eight notes, 32 s
+    vqz = compress(tmp_path / "all.wav", tmp_path / "all.vqz", model=codec, progress=False)
+    header, _, _, payloads = container.unpack(vqz.read_bytes())
+    symbols = header.num_cells * header.grid_width * header.stages[0]
+    fixed = entropy.fixed_width_bits(symbols, codec.info.num_embeddings)
+    assert 8 * len(payloads[0]) < fixed, (len(payloads[0]), fixed)
 
 
 def _forge(data: bytes, offset: int, value: bytes) -> bytes:
@@ -242,7 +236,7 @@ def _forge(data: bytes, offset: int, value: bytes) -> bytes:
     (lambda d: d[: len(d) // 2], "truncated"),
     (lambda d: d[:-1] + bytes([d[-1] ^ 0x5A]), "CRC32"),
     (lambda d: b"RIFF" + d[4:], "magic"),
-    (lambda d: _forge(d, 4, struct.pack("<H", 3)), "version 3"),
+    (lambda d: _forge(d, 4, struct.pack("<H", 4)), "version 4"),
     (lambda d: _forge(d, 8, bytes(16)), "file was made with model 0000"),
     (lambda d: d[:60] + bytes([d[60] ^ 1]) + d[61:], "CRC32"),
 ])

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from vqkeras.codec import container, entropy
 from vqkeras.codec.codec_model import CodecInfo
-from vqkeras.codec.pipeline import expected_windows, read_vqz
+from vqkeras.codec.pipeline import expected_layout, read_vqz
 from vqkeras.errors import CodecFormatError
 
 K = 64
 STAGES = 3
-GRID = (4, 8)
+GRID = (4, 8)  # (cells along time in the training codes, width)
 
 
 def _info() -> CodecInfo:
@@ -39,26 +39,37 @@ def _info() -> CodecInfo:
 INFO = _info()
 
 
-def _valid_file(sample_rate: int, num_samples: int, stages: int, seed: int) -> bytes:
+def _valid_file(sample_rate: int, num_samples: int, stages: tuple[int, ...], mode: int,
+                seed: int) -> bytes:
     rng = np.random.default_rng(seed)
-    _, windows = expected_windows(INFO, sample_rate, num_samples)
-    indices = rng.integers(0, K, size=(windows, *GRID, stages))
-    header = container.VQZHeader(model_id=INFO.model_id, sample_rate=sample_rate, channels=2,
-                                 num_samples=num_samples, num_windows=windows, grid=GRID,
-                                 num_stages=stages)
-    gains = rng.integers(0, 256, size=windows).astype(np.uint8)
-    return container.pack(header, gains, entropy.encode_indices(indices, INFO.counts_array))
+    cells, segments = expected_layout(INFO, sample_rate, num_samples)
+    payloads, gains = [], []
+    for s in stages:
+        indices = rng.integers(0, K, size=(cells, GRID[1], s))
+        payloads.append(entropy.encode_indices(indices, INFO.counts_array) if s else b"")
+        gains.append(rng.integers(0, 255, size=segments) if s else np.full(segments, 255))
+    header = container.VQZHeader(model_id=INFO.model_id, sample_rate=sample_rate,
+                                 channels=1 if mode == container.MONO else 2,
+                                 num_samples=num_samples, num_cells=cells, num_segments=segments,
+                                 grid_width=GRID[1], stages=stages, mode=mode)
+    loudness = rng.integers(-128, 128, size=(len(stages), segments)).astype(np.int8)
+    return container.pack(header, np.array(gains, np.uint8), loudness, payloads)
 
 
-VALID = [_valid_file(16000, 64000, 3, 0), _valid_file(44100, 286_651, 2, 1),
-         _valid_file(8000, 5, 1, 2)]
+VALID = [_valid_file(16000, 64000, (3,), container.MONO, 0),
+         _valid_file(44100, 286_651, (2, 1), container.MID_SIDE, 1),
+         _valid_file(8000, 5, (1,), container.MONO, 2),
+         _valid_file(48000, 100_000, (0, 3), container.LEFT_RIGHT, 3)]
 
 
 def test_valid_files_decode():
     for data in VALID:
-        header, gains, indices = read_vqz(data, INFO)
-        assert indices.shape == (header.num_windows, *GRID, header.num_stages)
-        assert gains.shape == (header.num_windows,)
+        header, gains, loudness, indices = read_vqz(data, INFO)
+        for codes, s in zip(indices, header.stages):
+            assert (codes is None) == (s == 0)
+            if s:
+                assert codes.shape == (header.num_cells, GRID[1], s)
+        assert gains.shape == loudness.shape == (header.coded_channels, header.num_segments)
 
 
 mutation = st.one_of(
@@ -94,14 +105,16 @@ def _mutate(data: bytes, op) -> bytes:
 
 def _check(data: bytes) -> None:
     try:
-        header, gains, indices = read_vqz(data, INFO)
+        header, gains, loudness, indices = read_vqz(data, INFO)
     except CodecFormatError as err:
         assert str(err)  # a message, on one line
         assert "\n" not in str(err)
         return
     # Only possible when the mutation left a consistent file: shapes must agree.
-    assert indices.shape == (header.num_windows, *GRID, header.num_stages)
-    assert indices.min() >= 0 and indices.max() < K
+    for codes, s in zip(indices, header.stages):
+        if s:
+            assert codes.shape == (header.num_cells, GRID[1], s)
+            assert codes.min() >= 0 and codes.max() < K
 
 
 @settings(max_examples=2500, deadline=None, derandomize=True,
@@ -135,18 +148,21 @@ def test_random_bytes(data):
 
 
 def _with_payload(data: bytes, payload: bytes) -> bytes:
-    """The same file with another payload, its length field and CRC forged to match."""
-    header, payload_len = container.read_header(data)
-    side = 2 * header.num_windows
-    body = bytearray(data[:container.HEADER_SIZE + side]) + payload
-    body[48:52] = struct.pack("<I", len(payload))
+    """The same file with another first payload, its length field and CRC forged to match."""
+    header, lengths = container.read_header(data)
+    side = container.side_bytes(header)
+    start = container.HEADER_SIZE + side
+    rest = data[start + lengths[0]:-4]
+    body = bytearray(data[:start]) + payload + rest
+    body[52:56] = struct.pack("<I", len(payload))  # the first payload's length field
     return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
 
 
-@pytest.mark.parametrize("which", range(len(VALID)))
+@pytest.mark.parametrize("which", [0, 1, 2])
 def test_payload_must_be_consumed_exactly(which):
     data = VALID[which]
-    header, _, _, payload = container.unpack(data)
+    header, _, _, payloads = container.unpack(data)
+    payload = payloads[0]
     rng = np.random.default_rng(which)
     forged = {
         "empty": b"",
@@ -158,8 +174,8 @@ def test_payload_must_be_consumed_exactly(which):
     for name, bad in forged.items():
         if bad == payload:
             continue
-        with pytest.raises(CodecFormatError, match="corrupt payload") as err:
+        with pytest.raises(CodecFormatError, match="corrupt payload|corrupt .vqz header") as err:
             read_vqz(_with_payload(data, bad), INFO)
         assert "\n" not in str(err.value), name
     # The genuine payload through the same forging path still decodes.
-    assert read_vqz(_with_payload(data, payload), INFO)[2].shape[-1] == header.num_stages
+    assert read_vqz(_with_payload(data, payload), INFO)[3][0].shape[-1] == header.stages[0]

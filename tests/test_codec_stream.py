@@ -22,8 +22,8 @@ def codec():
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """One window per network call and 1000-sample I/O blocks: many blocks per window."""
-    monkeypatch.setattr(pipeline, "BATCH_WINDOWS", 1)
+    """One chunk per network call and 1000-sample I/O blocks: many blocks per chunk."""
+    monkeypatch.setattr(pipeline, "BATCH_CHUNKS", 1)
     monkeypatch.setattr(stream, "BLOCK_VALUES", 1000)
 
 
@@ -34,19 +34,33 @@ def _clip(notes, seconds: float, rate: int = 44100, channels: int = 2) -> np.nda
     return np.stack([mono * (0.9 - 0.2 * c) for c in range(channels)], axis=1).astype("float32")
 
 
-def test_read_windows_matches_reading_the_whole_file(notes, tmp_path, small_blocks):
+def test_read_blocks_match_reading_the_whole_file(notes, tmp_path, small_blocks):
     from vqkeras.audio_io import read_wav
+    from vqkeras.codec.framing import SampleWindow
 
     path = tmp_path / "in.wav"
-    sf.write(path, _clip(notes, 9.0, 44100, 3), 44100, subtype="FLOAT")
+    clip = _clip(notes, 9.0, 44100, 3)
+    sf.write(path, clip, 44100, subtype="FLOAT")
     whole = read_wav(path, sample_rate=16000, mono=True)
-    length, n = pipeline.expected_windows(pipeline._as_model(None).info, 44100,
-                                          sf.info(str(path)).frames)
-    windows = np.stack(list(stream.read_windows(path, 16000, 64000, length, n)))
-    assert windows.shape == (n, 64000) == (3, 64000)
-    expected = np.zeros(n * 64000, np.float32)
-    expected[:length] = whole[:length]
-    np.testing.assert_allclose(windows.reshape(-1), expected, atol=2e-4)
+    blocks = list(stream.read_blocks(path, 16000))
+    assert len(blocks) > 10 and all(b.shape[0] == 1 for b in blocks)
+    np.testing.assert_allclose(np.concatenate(blocks, axis=1)[0], whole, atol=2e-4)
+    # Other mixes: the first two channels, as left/right/mid/side.
+    mix = np.zeros((3, 4), np.float32)
+    mix[:2] = pipeline._STEREO_CANDIDATES
+    signals = np.concatenate(list(stream.read_blocks(path, 16000, mix)), axis=1)
+    left = soxr.resample(clip[:, 0], 44100, 16000, quality="HQ")
+    np.testing.assert_allclose(signals[0, 1000:-1000], left[1000:len(signals[0]) - 1000],
+                               atol=2e-3)
+    np.testing.assert_allclose(signals[2] + signals[3], signals[0], atol=1e-6)
+    # Random access moving forwards: zeros outside the signal, exact inside.
+    length = len(whole)
+    window = SampleWindow(stream.read_blocks(path, 16000), 1, length)
+    for a in (-300, 0, 5000, 70_000, length - 100):
+        np.testing.assert_allclose(window.get(a, a + 1000)[0],
+                                   np.pad(whole, 2000)[a + 2000:a + 3000] if a + 1000 <= length
+                                   else np.concatenate([whole[a:], np.zeros(a + 1000 - length)]),
+                                   atol=2e-4)
 
 
 def test_stream_writer_exact_length_and_channels(notes, tmp_path, small_blocks):
@@ -70,7 +84,7 @@ def test_small_batches_and_blocks_give_the_same_files(codec, notes, tmp_path, mo
     sf.write(src, _clip(notes, 9.0), 44100, subtype="PCM_16")
     big = compress(src, tmp_path / "big.vqz", model=codec, progress=False)
     decompress(big, tmp_path / "big.wav", model=codec, iterations=ITERATIONS, progress=False)
-    monkeypatch.setattr(pipeline, "BATCH_WINDOWS", 1)
+    monkeypatch.setattr(pipeline, "BATCH_CHUNKS", 1)
     monkeypatch.setattr(stream, "BLOCK_VALUES", 1000)
     small = compress(src, tmp_path / "small.vqz", model=codec, progress=False)
     assert small.read_bytes() == big.read_bytes()
@@ -104,7 +118,7 @@ def test_memory_does_not_grow_with_length_or_channels(codec, notes, tmp_path, sm
                                               iterations=1, progress=False))
         peaks[name] = (enc, dec)
     # Whole-file processing would hold 40 s x 44.1 kHz float32 (7 MB) and more;
-    # streaming holds one window and one block whatever the length or width.
+    # streaming holds one chunk and one block whatever the length or width.
     for name in ("long", "wide"):
         for phase in (0, 1):
             assert peaks[name][phase] < peaks["short"][phase] + 1_000_000, peaks

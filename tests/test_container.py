@@ -16,15 +16,17 @@ from vqkeras.errors import CodecFormatError
 
 def _header(**kw) -> VQZHeader:
     fields = dict(model_id=bytes(range(16)), sample_rate=44100, channels=2,
-                  num_samples=286650, num_windows=2, grid=(8, 16), num_stages=3)
+                  num_samples=286650, num_cells=51, num_segments=2, grid_width=16,
+                  stages=(3, 2), mode=container.MID_SIDE, link=container.LINK_SAME)
     fields.update(kw)
     return VQZHeader(**fields)
 
 
-def _file(header=None, payload=b"\x01\x02\x03\x04" * 5) -> bytes:
+def _file(header=None, payloads=(b"\x01\x02\x03\x04" * 5, b"\x09\x08\x07\x06")) -> bytes:
     header = header or _header()
-    gains = np.arange(header.num_windows, dtype=np.uint8)
-    return container.pack(header, gains, payload)
+    shape = (header.coded_channels, header.num_segments)
+    gains = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+    return container.pack(header, gains, np.zeros(shape, np.int8), list(payloads))
 
 
 def _recrc(data: bytearray) -> bytes:
@@ -34,37 +36,53 @@ def _recrc(data: bytearray) -> bytes:
 
 def test_round_trip_and_size():
     header = _header()
-    payload = bytes(range(40))
-    data = container.pack(header, np.array([3, 255], np.uint8), payload,
-                          np.array([-128, 127], np.int8))
-    assert len(data) == container.HEADER_SIZE + 2 * 2 + 40 + 4 == container.file_size(2, 40)
+    payloads = [bytes(range(40)), bytes(range(8))]
+    gains = np.array([[3, 255], [0, 7]], np.uint8)
+    loudness = np.array([[-128, 127], [1, -1]], np.int8)
+    data = container.pack(header, gains, loudness, payloads)
+    assert len(data) == container.HEADER_SIZE + 2 * 2 * 2 + 48 + 4 == container.file_size(2, 2, 48)
     assert data[:4] == container.MAGIC
-    assert struct.unpack_from("<H", data, 4) == (2,)  # version 2
-    back, gains, loudness, back_payload = container.unpack(data)
-    assert back == header and back.version == 2
-    assert gains.tolist() == [3, 255]
-    assert loudness.tolist() == [-128, 127]
-    assert back_payload == payload
+    assert struct.unpack_from("<H", data, 4) == (3,)  # version 3
+    back, back_gains, back_loudness, back_payloads = container.unpack(data)
+    assert back == header and back.version == 3 and back.coded_channels == 2
+    assert back_gains.tolist() == gains.tolist()
+    assert back_loudness.tolist() == loudness.tolist()
+    assert back_payloads == payloads
 
 
-def _v1_file(payload: bytes = b"\x05\x06\x07\x08") -> bytes:
-    """A version 1 file built from the documented layout: no loudness bytes."""
-    body = struct.pack("<4sHH16sIHBBQIHHI", container.MAGIC, 1, 0, bytes(range(16)), 44100, 2,
-                       3, 0, 286650, 2, 8, 16, len(payload)) + bytes([7, 9]) + payload
-    return body + struct.pack("<I", zlib.crc32(body))
+def test_mono_and_a_silent_second_signal():
+    mono = _header(channels=1, mode=container.MONO, link=container.LINK_NONE, stages=(4,))
+    data = container.pack(mono, np.zeros((1, 2), np.uint8), np.zeros((1, 2), np.int8),
+                          [b"\x00" * 8])
+    assert container.unpack(data)[0] == mono
+    # A silent side: 0 stages, an empty payload; a non-empty one is refused.
+    silent = _header(stages=(4, 0), link=container.LINK_NONE)
+    data = container.pack(silent, np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.int8),
+                          [b"\x00" * 8, b""])
+    assert container.unpack(data)[3] == [b"\x00" * 8, b""]
+    with pytest.raises(ValueError, match="empty iff 0 stages"):
+        container.pack(silent, np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.int8),
+                       [b"\x00" * 8, b"\x00" * 4])
+    with pytest.raises(CodecFormatError, match="at least one coded"):
+        container.validate_header(_header(stages=(0, 0)))
+    with pytest.raises(CodecFormatError, match="mid/side coding of 3 channels"):
+        container.validate_header(_header(channels=3))
+    with pytest.raises(CodecFormatError, match="phase link"):
+        container.validate_header(_header(channels=1, mode=container.MONO, stages=(4,)))
 
 
-def test_version_1_files_still_read():
-    header, gains, loudness, payload = container.unpack(_v1_file())
-    assert header.version == 1 and header.num_windows == 2 and header.channels == 2
-    assert gains.tolist() == [7, 9] and loudness.tolist() == [0, 0]
-    assert payload == b"\x05\x06\x07\x08"
-    # A version 1 file is one byte per window shorter: its own length rule applies.
-    with pytest.raises(CodecFormatError, match="truncated"):
-        container.unpack(_v1_file()[:-5] + _v1_file()[-4:])
-    # Writing is version 2 only.
-    with pytest.raises(ValueError, match="version 2"):
-        container.pack(dataclasses.replace(header), np.zeros(2, np.uint8), payload)
+def test_old_versions_are_refused_with_a_reason():
+    # A version 2 file from the documented old layout (independent 4-s windows).
+    body = struct.pack("<4sHH16sIHBBQIHHI", container.MAGIC, 2, 0, bytes(range(16)), 44100, 2,
+                       3, 0, 286650, 2, 8, 16, 4) + bytes([7, 9, 0, 0]) + b"\x05\x06\x07\x08"
+    old = body + struct.pack("<I", zlib.crc32(body))
+    for data in (old, old[:8]):
+        with pytest.raises(CodecFormatError, match="version 2 .*independent 4-s windows.*"
+                                                   "decode it with the vqkeras that wrote it"):
+            container.unpack(data)
+    with pytest.raises(ValueError, match="version 3"):
+        container.pack(dataclasses.replace(_header(), version=2), np.zeros((2, 2), np.uint8),
+                       np.zeros((2, 2), np.int8), [b"", b""])
 
 
 def test_loudness_codes_round_trip():
@@ -95,9 +113,9 @@ def test_wrong_magic():
 
 def test_wrong_version_named():
     data = bytearray(_file())
-    for version in (0, 3, 7):
+    for version in (0, 4, 7):
         data[4:6] = struct.pack("<H", version)
-        with pytest.raises(CodecFormatError, match=f"version {version} .*reads versions 1, 2"):
+        with pytest.raises(CodecFormatError, match=f"version {version} .*reads versions 3"):
             container.unpack(_recrc(data))
 
 
@@ -125,29 +143,30 @@ def test_crc_byte_flip():
     ("channels", 1000, "channel"),
     ("num_samples", 0, "sample count"),
     ("num_samples", 2**40, "sample count"),
-    ("num_windows", 0, "window count"),
-    ("num_windows", 10**6, "window count"),
-    ("grid", (4096, 4), "grid"),
-    ("grid", (0, 4), "grid"),
-    ("num_stages", 0, "stage"),
-    ("num_stages", 200, "stage"),
+    ("num_cells", 0, "cell count"),
+    ("num_cells", 10**8, "cell count"),
+    ("num_segments", 0, "segment count"),
+    ("num_segments", 10**6, "segment count"),
+    ("grid_width", 0, "grid width"),
+    ("grid_width", 4096, "grid width"),
+    ("stages", (0, 0), "stage counts"),
+    ("stages", (200, 1), "stage counts"),
+    ("mode", 9, "channel mode"),
+    ("link", 2, "reserved bits|phase link"),
 ])
 def test_header_bounds_checked_before_allocation(field, value, message):
     # Forge the header bytes directly (pack refuses out-of-bound values too),
     # with a correct CRC so only the bound can reject it.
-    h = _header()
-    values = dict(sample_rate=h.sample_rate, channels=h.channels, num_samples=h.num_samples,
-                  num_windows=h.num_windows, grid=h.grid, num_stages=h.num_stages)
-    values[field] = value
-    head = struct.pack("<4sHH16sIHBBQIHHI", container.MAGIC, container.VERSION, 0, h.model_id,
-                       values["sample_rate"], values["channels"], values["num_stages"] % 256,
-                       0, values["num_samples"], values["num_windows"], values["grid"][0],
-                       values["grid"][1], 0)
+    h = dataclasses.replace(_header(), **{field: value})
+    head = struct.pack("<4sHH16sIHBBQIIHBBII", container.MAGIC, container.VERSION, h.link,
+                       h.model_id, h.sample_rate, h.channels, h.mode, 2, h.num_samples,
+                       h.num_cells, h.num_segments, h.grid_width, h.stages[0] % 256,
+                       h.stages[1] % 256, 0, 0)
     data = bytearray(head + bytes(4))
     with pytest.raises(CodecFormatError, match=message):
         container.unpack(_recrc(data))
     with pytest.raises(CodecFormatError, match=message):
-        container.validate_header(VQZHeader(model_id=h.model_id, **values))
+        container.validate_header(h)
 
 
 def test_gain_quantisation_rounds_up_and_marks_silence():

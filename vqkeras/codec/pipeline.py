@@ -1,28 +1,29 @@
-"""compress / decompress: WAV <-> .vqz through a codec model.
+"""compress / decompress: audio file <-> .vqz through a codec model.
 
 Compression
-    read the WAV (any rate, any channel count: `vqkeras.audio_io.read_wav`
-    resamples to the model's rate and downmixes to mono) -> cut into
-    back-to-back windows of the model's duration (4 s by default; the last
-    one zero-padded, no overlap) -> scale each window so its peak is at
-    0 dBFS (the gain is stored, quantised up to the next 0.5 dB) -> model
-    spectrogram images -> RVQ code indices of every stage -> the most stages
-    whose real file size fits ``--bitrate`` -> entropy coding -> a loudness
-    correction per window (K-weighted energy of the input's spectrogram over
-    that of the decoded one, `vqkeras.codec.loudness`) -> `.vqz` container,
-    written atomically.
+    read the file twice, a block at a time (`vqkeras.codec.stream`). Pass 1:
+    per-segment peaks and the energies that choose the channel mode (mono,
+    left/right, or mid/side for stereo). Pass 2: the coded signals, divided by
+    their gain envelope (`vqkeras.codec.framing`), become centred-frame
+    spectrogram images chunk by chunk; the encoder turns each chunk (with
+    context) into RVQ codes of one continuous cell sequence per signal ->
+    the most stages whose real file size fits ``--bitrate`` -> entropy coding
+    -> a loudness correction per segment (K-weighted energy of the input's
+    spectrogram over that of the decoded one, `vqkeras.codec.loudness`) ->
+    `.vqz` container (version 3), written atomically.
 
 Decompression
     header checks and the decoded-size limit (before reading the rest) ->
-    container checks (CRC, model identity, grid, stages) -> entropy decoding
-    (the payload must be exactly the coding of what it decodes to) ->
-    ``decode_indices`` -> linear magnitude -> `invert_magnitude` -> gains and
-    loudness corrections -> resample back to the original rate -> the
-    original channel count (the mono signal repeated) -> atomic WAV write.
+    container checks (CRC, model identity, cell and segment counts, stages)
+    -> entropy decoding (the payload must be exactly the coding of what it
+    decodes to) -> per chunk: decoder network -> linear magnitude ->
+    `vqkeras.phase.StreamingInversion` (continuous phase across chunks) ->
+    gain and loudness envelopes -> left/right from mid/side -> resample back
+    -> atomic write, as it goes.
 
-Windows are independent: no overlap is the simplest choice that is always
-correct; its cost is a possible click at window boundaries for sustained
-sounds (notes of up to 4 s fit in one window).
+There are no windows: the code is one sequence per signal, so nothing marks
+a 4-s boundary in the output (issue 12; the earlier format coded independent
+4-s windows and dipped 11-13 dB at their edges).
 """
 
 from __future__ import annotations
@@ -33,245 +34,361 @@ from pathlib import Path
 
 import numpy as np
 
-from vqkeras.codec import container, entropy
+from vqkeras.codec import container, entropy, framing
 from vqkeras.codec.codec_model import CodecInfo, CodecModel, load_codec_model
 from vqkeras.errors import AudioFileError, CodecFormatError, CodecLimitError
 from vqkeras.files import atomic_path, atomic_write_bytes, check_output_path
 
-MAX_FILE_BYTES = container.file_size(container.MAX_WINDOWS, container.MAX_PAYLOAD_BYTES)
-BATCH_WINDOWS = 8  # windows per network call: bounded memory for long files
+MAX_FILE_BYTES = container.file_size(2, container.MAX_SEGMENTS, 2 * container.MAX_PAYLOAD_BYTES)
+BATCH_CHUNKS = 4
+"""Chunks per network call for inputs of more than one chunk (bounded memory)."""
 DEFAULT_MAX_SAMPLES = 2 * 48_000 * 3600
 """Default cap on decoded samples (all channels, at the original rate): one hour
 of 48-kHz stereo. A file announcing more is refused before anything is decoded
 (``decompress(max_samples=...)``, ``vqkeras decompress --max-samples N``)."""
+MID_SIDE_RATIO = 0.1
+"""Stereo is coded as mid/side when the weaker of mid and side has at most this
+fraction of the stronger's energy (near-mono or anti-phase), else as left/right."""
+LINK_CORRELATION = 0.7
+"""Two coded signals whose correlation is at least this (in magnitude) share one
+phase reconstruction (`vqkeras.phase.StreamingInversion` ``link``): a panned
+source stays one coherent source instead of two drifting ones."""
+
+# Channel mixes of a stereo file into candidate signals: L, R, M, S.
+_STEREO_CANDIDATES = np.array([[1.0, 0.0, 0.5, 0.5], [0.0, 1.0, 0.5, -0.5]], np.float32)
 
 
 def _as_model(model: str | Path | CodecModel | None) -> CodecModel:
     return model if isinstance(model, CodecModel) else load_codec_model(model)
 
 
-def expected_windows(info: CodecInfo, sample_rate: int, num_samples: int) -> tuple[int, int]:
-    """Length at the model rate and window count for an input of ``num_samples``."""
-    length = max(1, math.ceil(num_samples * info.sample_rate / sample_rate))
-    return length, max(1, math.ceil(length / info.window_samples))
+def model_length(info: CodecInfo, sample_rate: int, num_samples: int) -> int:
+    """Samples at the model rate of an input of ``num_samples`` at ``sample_rate``."""
+    return max(1, math.ceil(num_samples * info.sample_rate / sample_rate))
 
 
-def read_vqz(data: bytes, info: CodecInfo) -> tuple[container.VQZHeader, np.ndarray, np.ndarray]:
+def expected_layout(info: CodecInfo, sample_rate: int, num_samples: int) -> tuple[int, int]:
+    """Code cells and gain segments a file of this length has."""
+    geometry = framing.Geometry.of(info)
+    length = model_length(info, sample_rate, num_samples)
+    return geometry.num_cells(length), geometry.num_segments(length)
+
+
+def read_vqz(data: bytes, info: CodecInfo
+             ) -> tuple[container.VQZHeader, np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """Parse a .vqz file for a model up to decoded code indices (no neural network).
-
-    Parameters
-    ----------
-    data : bytes
-        The file.
-    info : CodecInfo
-        The model's bundle info.
 
     Returns
     -------
     header : VQZHeader
-    gains : np.ndarray [shape=(windows,), dtype=float32]
-        Linear output gain of each decoded (peak-normalised) window: the
-        stored peak times the loudness correction; 0 for a silent window.
-    indices : np.ndarray [shape=(windows, h, w, stages), dtype=int32]
+    gains : np.ndarray [shape=(signals, segments), float64]
+        Linear peak gain per segment (0 for silence).
+    loudness : np.ndarray [shape=(signals, segments), float64]
+        Loudness correction per segment in dB.
+    indices : list of (np.ndarray [shape=(cells, width, stages), int32] or None)
+        Codes of each coded signal; None for a signal coded with 0 stages.
 
     Raises
     ------
     CodecFormatError
         For a damaged file, another format version, or another model.
     """
-    header, peaks, loudness, payload = container.unpack(data)
+    header, gain_codes, loudness_codes, payloads = container.unpack(data)
     if header.model_id != info.model_id:
         raise CodecFormatError(f"file was made with model {header.model_id.hex()}, "
                                f"this model is {info.model_id.hex()}")
-    if header.grid != info.grid:
-        raise CodecFormatError(f"corrupt .vqz file: code grid {header.grid} does not match "
-                               f"the model's {info.grid}")
-    if header.num_stages > info.num_stages:
-        raise CodecFormatError(f"corrupt .vqz file: {header.num_stages} stages, the model "
+    if header.grid_width != info.grid[1]:
+        raise CodecFormatError(f"corrupt .vqz file: code grid width {header.grid_width} does "
+                               f"not match the model's {info.grid[1]}")
+    if max(header.stages) > info.num_stages:
+        raise CodecFormatError(f"corrupt .vqz file: {max(header.stages)} stages, the model "
                                f"has {info.num_stages}")
-    _, windows = expected_windows(info, header.sample_rate, header.num_samples)
-    if header.num_windows != windows:
-        raise CodecFormatError(f"corrupt .vqz file: {header.num_windows} windows for "
-                               f"{header.num_samples} samples at {header.sample_rate} Hz "
-                               f"(expected {windows})")
-    shape = (header.num_windows, *header.grid, header.num_stages)
-    indices = entropy.decode_indices(payload, info.counts_array, shape)
-    gains = np.array([container.dequantize_gain(p) * container.dequantize_loudness(c)
-                      for p, c in zip(peaks, loudness)], dtype=np.float32)
-    return header, gains, indices
+    cells, segments = expected_layout(info, header.sample_rate, header.num_samples)
+    if (header.num_cells, header.num_segments) != (cells, segments):
+        raise CodecFormatError(f"corrupt .vqz file: {header.num_cells} cells and "
+                               f"{header.num_segments} segments for {header.num_samples} "
+                               f"samples at {header.sample_rate} Hz (expected {cells} and "
+                               f"{segments})")
+    indices = [entropy.decode_indices(p, info.counts_array, (cells, header.grid_width, s))
+               if s else None for p, s in zip(payloads, header.stages)]
+    for i, s in enumerate(header.stages):
+        if s == 0 and np.any(gain_codes[i] != container.GAIN_SILENT):
+            raise CodecFormatError("corrupt .vqz file: a signal with no stages is not silent")
+    return (header, framing.gain_values(gain_codes), framing.loudness_db(loudness_codes),
+            indices)
 
 
 def _progress(total: int, desc: str):
     from tqdm.auto import tqdm
 
     # Only draw a bar for long inputs on an interactive terminal.
-    return tqdm(total=total, desc=desc, unit="window", leave=False,
+    return tqdm(total=total, desc=desc, unit="chunk", leave=False,
                 disable=total < 4 or not sys.stderr.isatty())
 
 
-def _whole_model_fn(codec: CodecModel, key: tuple, make):
-    """``make()`` compiled as one XLA program per (model, key) on JAX, else None.
+# --- the networks, as whole compiled programs where possible -----------------------
 
-    Keras on JAX runs a model call op by op, tracing and lowering each op
-    separately (about 100 of them here, ~1 s of CPU in every new process). One
-    `jax.jit` program for the whole network traces once and, from the second
-    process on, comes from the persistent compilation cache (`vqkeras.cache`).
-    Inference only: the weights are read, never updated.
+def _model_key(codec: CodecModel) -> dict:
+    # The model file's size and time too: a replaced or damaged codec.keras is
+    # loaded (and its error reported) instead of served from an old program.
+    info = codec.info
+    model_file = Path(codec.model_path) if codec.model_path is not None else None
+    stat = model_file.stat() if model_file is not None and model_file.is_file() else None
+    return {"model": info.model_id.hex(), "spectrogram": info.spectrogram,
+            "model_file": [stat.st_size, stat.st_mtime_ns] if stat else None}
+
+
+def _program(codec: CodecModel, name: str, key: dict, example: np.ndarray, body):
+    """``body(net)`` as one function of an array: a saved XLA program, a jit, or Keras.
+
+    On JAX with the cache on, the program is saved with `jax.export`
+    (`vqkeras.codec.exported`), so a warm command needs neither Keras nor the
+    model file. On JAX without it, one `jax.jit` per process (Keras on JAX
+    otherwise traces op by op). On other backends, the Keras model eagerly.
+    """
+    from vqkeras.codec.exported import load_or_export
+
+    def build():
+        import jax
+
+        return jax.jit(body(codec.keras_model))
+
+    fn = load_or_export(name, {**_model_key(codec), **key}, example, build)
+    if fn is not None:
+        return fn
+    import keras
+
+    cache = codec.__dict__.setdefault("_compiled", {})
+    full = (name, tuple(sorted((k, str(v)) for k, v in key.items())), example.shape)
+    if full not in cache:
+        fn = body(codec.keras_model)
+        if keras.backend.backend() == "jax":
+            import jax
+
+            fn = jax.jit(fn)
+        cache[full] = fn
+    return cache[full]
+
+
+def _any_length(network):
+    """A copy of a functional network (same weights) that takes any number of frames.
+
+    The trained encoder and decoder declare the 4-s image size they were
+    trained on; being convolutional, they apply to any length.
     """
     import keras
 
-    if keras.backend.backend() != "jax":
-        return None
-    cache = codec.__dict__.setdefault("_compiled", {})
-    if key not in cache:
-        import jax
-
-        cache[key] = jax.jit(make())
-    return cache[key]
+    shape = tuple(network.inputs[0].shape[1:])
+    flexible = keras.Input((None, *shape[1:]), name=network.inputs[0].name)
+    twin = keras.models.clone_model(network, input_tensors=flexible)
+    twin.set_weights(network.get_weights())
+    return twin
 
 
-def _encode_batch(codec: CodecModel, images: np.ndarray, num_stages: int) -> np.ndarray:
-    net = codec.keras_model
-    fn = _whole_model_fn(codec, ("encode", num_stages), lambda: (
-        lambda x: net.quantizer.encode(net.encoder(x, training=False), num_stages=num_stages)))
-    if fn is None:
-        return np.asarray(net.encode(images, num_stages=num_stages), dtype=np.int32)
-    padded = np.zeros((max(BATCH_WINDOWS, len(images)), *images.shape[1:]), images.dtype)
-    padded[:len(images)] = images
-    return np.asarray(fn(padded), dtype=np.int32)[:len(images)]
-
-
-def _encode_exported(codec: CodecModel, batch: np.ndarray, num_stages: int) -> np.ndarray | None:
-    """`encode_windows` for one batch through the programs saved by `vqkeras.codec.exported`.
-
-    The batch is padded to `BATCH_WINDOWS` windows, so each program has one
-    shape whatever the file's length. None where exporting does not apply
-    (not JAX, or caching off).
-    """
-    from vqkeras.codec.exported import load_or_export
-    from vqkeras.features import _spectrogram_fn, magnitude_to_image
-
-    info = codec.info
-    config = _spec_config(info)
-    waves = np.zeros((BATCH_WINDOWS, batch.shape[1]), np.float32)
-    waves[:len(batch)] = batch
-    # The model file's size and time too: a replaced or damaged codec.keras is
-    # loaded (and its error reported) instead of served from an old program.
-    model_file = Path(codec.model_path) if codec.model_path is not None else None
-    stat = model_file.stat() if model_file is not None and model_file.is_file() else None
-    key = {"model": info.model_id.hex(), "spectrogram": info.spectrogram,
-           "model_file": [stat.st_size, stat.st_mtime_ns] if stat else None}
-    stft = load_or_export("stft", key, waves,
-                          lambda: _spectrogram_fn(int(config.frame_length), int(config.frame_step)))
-    if stft is None:
-        return None
-    images = magnitude_to_image(np.asarray(stft(waves), np.float32), config,
-                                time_multiple=info.time_multiple)
-
-    def build():
-        import jax
-
+def _networks(codec: CodecModel):
+    """``(encoder, quantizer, decoder)`` of the codec model, encoder and decoder of any length."""
+    if "_networks" not in codec.__dict__:
         net = codec.keras_model
-        return jax.jit(lambda x: net.quantizer.encode(net.encoder(x, training=False),
-                                                      num_stages=num_stages))
-
-    encoder = load_or_export("encoder", {**key, "stages": num_stages}, images, build)
-    return np.asarray(encoder(images), dtype=np.int32)[:len(batch)]
+        codec.__dict__["_networks"] = (_any_length(net.encoder), net.quantizer,
+                                       _any_length(net.decoder))
+    return codec.__dict__["_networks"]
 
 
-def _decode_batch(codec: CodecModel, indices: np.ndarray) -> np.ndarray:
-    net = codec.keras_model
-    fn = _whole_model_fn(codec, ("decode",), lambda: (
-        lambda i: net.decoder(net.quantizer.decode(i), training=False)))
-    if fn is None:
-        return net.decode_indices(indices)
-    # A short last batch is padded: one program shape (and one compilation, with
-    # its memory peak) whatever the file's length.
-    padded = np.zeros((max(BATCH_WINDOWS, len(indices)), *indices.shape[1:]), np.int32)
-    padded[:len(indices)] = indices
-    return np.asarray(fn(padded), dtype=np.float32)[:len(indices)]
+def _encode_images(codec: CodecModel, images: np.ndarray, stages: int) -> np.ndarray:
+    """RVQ codes ``(n, cells, width, stages)`` of images ``(n, frames, bins, 1)``."""
+    def body(_):
+        encoder, quantizer, _ = _networks(codec)
+        return lambda x: quantizer.encode(encoder(x, training=False), num_stages=stages)
+
+    fn = _program(codec, "encoder", {"stages": stages, "shape": images.shape}, images, body)
+    return np.asarray(fn(images), dtype=np.int32)
 
 
-def _decode_exported(codec: CodecModel, batch: np.ndarray) -> np.ndarray | None:
-    """`_decode_batch` through a saved program (see `_encode_exported`), or None."""
-    from vqkeras.codec.exported import load_or_export
+def _decode_codes(codec: CodecModel, codes: np.ndarray) -> np.ndarray:
+    """Images ``(n, frames, bins, 1)`` of codes ``(n, cells, width, stages)``."""
+    def body(_):
+        _, quantizer, decoder = _networks(codec)
+        return lambda i: decoder(quantizer.decode(i), training=False)
 
-    info = codec.info
-    padded = np.zeros((BATCH_WINDOWS, *batch.shape[1:]), np.int32)
-    padded[:len(batch)] = batch
-    model_file = Path(codec.model_path) if codec.model_path is not None else None
-    stat = model_file.stat() if model_file is not None and model_file.is_file() else None
-    key = {"model": info.model_id.hex(),
-           "model_file": [stat.st_size, stat.st_mtime_ns] if stat else None}
+    fn = _program(codec, "decoder", {"shape": codes.shape}, codes, body)
+    return np.asarray(fn(codes), dtype=np.float32)
 
-    def build():
-        import jax
 
-        net = codec.keras_model
-        return jax.jit(lambda i: net.decoder(net.quantizer.decode(i), training=False))
+def _silence_codes(codec: CodecModel) -> np.ndarray:
+    """Codes ``(width, stages)`` of silence: the context beyond a signal's ends."""
+    if "_silence" not in codec.__dict__:
+        g = framing.Geometry.of(codec.info)
+        zeros = np.zeros((1, g.chunk_frames, g.frame_length // 2, 1), np.float32)
+        codes = _encode_images(codec, zeros, codec.info.num_stages)
+        codec.__dict__["_silence"] = codes[0, codes.shape[1] // 2]
+    return codec.__dict__["_silence"]
 
-    decoder = load_or_export("decoder", key, padded, build)
-    if decoder is None:
-        return None
-    return np.asarray(decoder(padded), dtype=np.float32)[:len(batch)]
+
+def _spec_config(info: CodecInfo):
+    from vqkeras.features import SpectrogramConfig
+
+    return SpectrogramConfig(**info.spectrogram)
 
 
 def _k_weights(info: CodecInfo) -> np.ndarray:
     from vqkeras.codec.loudness import k_weight_power
 
-    bins = _spec_config(info).num_bins
+    bins = int(info.spectrogram["frame_length"]) // 2 + 1
     return k_weight_power(np.linspace(0.0, info.sample_rate / 2, bins))
 
 
-def frame_energies(info: CodecInfo, windows: np.ndarray) -> np.ndarray:
-    """K-weighted energy of each STFT frame of (peak-normalised) windows ``(n, frames)``."""
-    from vqkeras.features import stft_magnitude
-
-    magnitude = stft_magnitude(windows, _spec_config(info)).astype(np.float64)
-    return ((magnitude ** 2) @ _k_weights(info)).astype(np.float32)
+def _batch_size(chunks: int) -> int:
+    return 1 if chunks == 1 else BATCH_CHUNKS
 
 
-def loudness_codes(codec: CodecModel, energies: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Per-window loudness corrections (int8 codes) that undo the model's level loss.
+def _padded(batch: np.ndarray, size: int) -> np.ndarray:
+    """``batch`` padded with zeros to ``size`` items: one program shape per file."""
+    if len(batch) == size:
+        return batch
+    out = np.zeros((size, *batch.shape[1:]), batch.dtype)
+    out[:len(batch)] = batch
+    return out
 
-    The decoder network's spectrogram of each window is compared with the
-    input window's STFT under BS.1770 K-weighting: the correction is the
-    ratio of their gated loudness (`_gated_level`: 400-ms blocks, relative
-    gate at -10 dB, each signal gated on its own, as a meter would).
-    Phase reconstruction keeps the spectrogram's energy to within ~0.1 dB,
-    so no trial decode is needed.
 
-    Parameters
-    ----------
-    energies : np.ndarray [shape=(n, frames)]
-        `frame_energies` of the peak-normalised windows that were encoded.
-    indices : np.ndarray [shape=(n, h, w, stages)]
-        Their code indices (the stages that are stored).
+# --- encoding --------------------------------------------------------------------
+
+def _encode_signals(codec: CodecModel, window: framing.SampleWindow, gains: np.ndarray,
+                    active: list[int], length: int, progress: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and input frame energies of the coded signals, chunk by chunk.
+
+    Returns
+    -------
+    codes : np.ndarray [shape=(signals, cells, width, stages), uint8 or int32]
+    energies : np.ndarray [shape=(signals, cells * cell_frames)]
+        K-weighted energy of each centred frame of the normalised input.
     """
+    from vqkeras.features import magnitude_to_image
+
+    info = codec.info
+    g = framing.Geometry.of(info)
+    config = _spec_config(info)
+    cells, chunks = g.num_cells(length), g.num_chunks(g.num_cells(length))
+    signals = gains.shape[0]
+    codes = np.zeros((signals, cells, info.grid[1], info.num_stages),
+                     np.uint8 if info.num_embeddings <= 256 else np.int32)
+    energies = np.zeros((signals, cells * g.cell_frames), np.float32)
+    weight = _k_weights(info)
+    batch = _batch_size(chunks)
+    half = g.frame_length // 2
+    chunk_frames = framing.CHUNK_CELLS * g.cell_frames
+    context_frames = framing.CONTEXT_CELLS * g.cell_frames
+    bar = _progress(chunks, "compress") if progress else None
+    for first in range(0, chunks, batch):
+        n = min(batch, chunks - first)
+        frame0 = first * chunk_frames - context_frames
+        a = frame0 * g.frame_step - half
+        b = a + ((n - 1) * chunk_frames + g.chunk_frames - 1) * g.frame_step + g.frame_length
+        samples = window.get(a, b)
+        env = framing.envelope(gains, g, a, b)
+        normalised = np.where(env > 0, samples / np.maximum(env, 1e-30), 0.0)
+        normalised = np.clip(normalised, -1.0, 1.0).astype(np.float32)
+        for s in active:
+            mags = framing.chunk_magnitudes(normalised[s], g, n)
+            images = magnitude_to_image(mags, config, time_multiple=g.cell_frames)
+            out = _encode_images(codec, _padded(images, batch), info.num_stages)[:n]
+            for i in range(n):
+                c0 = (first + i) * framing.CHUNK_CELLS
+                keep = min(framing.CHUNK_CELLS, cells - c0)
+                if keep <= 0:
+                    continue
+                codes[s, c0:c0 + keep] = out[i, framing.CONTEXT_CELLS:framing.CONTEXT_CELLS + keep]
+                centre = mags[i, context_frames:context_frames + keep * g.cell_frames]
+                energies[s, c0 * g.cell_frames:(c0 + keep) * g.cell_frames] = (
+                    (centre.astype(np.float64) ** 2) @ weight)
+        if bar is not None:
+            bar.update(n)
+    if bar is not None:
+        bar.close()
+    return codes, energies
+
+
+def _chunk_codes(codes: np.ndarray, silence: np.ndarray, chunk: int) -> np.ndarray:
+    """Codes of one chunk with context ``(chunk cells + 2 context, width, stages)``."""
+    cells = codes.shape[0]
+    lo = chunk * framing.CHUNK_CELLS - framing.CONTEXT_CELLS
+    hi = (chunk + 1) * framing.CHUNK_CELLS + framing.CONTEXT_CELLS
+    out = np.broadcast_to(silence[None, :, :codes.shape[-1]],
+                          (hi - lo, *codes.shape[1:])).astype(np.int32)
+    a, b = max(lo, 0), min(hi, cells)
+    if b > a:
+        out[a - lo:b - lo] = codes[a:b]
+    return out
+
+
+def _decoded_magnitudes(codec: CodecModel, codes: np.ndarray, chunks: range) -> np.ndarray:
+    """Linear magnitudes ``(len(chunks), chunk_frames, bins)`` decoded from one signal's codes."""
     from vqkeras.features import image_to_magnitude
 
     info = codec.info
-    config = _spec_config(info)
-    num_frames = info.window_samples // int(config.frame_step) + 1
+    g = framing.Geometry.of(info)
+    silence = _silence_codes(codec)
+    batch = _batch_size(g.num_chunks(codes.shape[0]))
+    out = []
+    chunk_list = list(chunks)
+    for i in range(0, len(chunk_list), batch):
+        part = chunk_list[i:i + batch]
+        stack = np.stack([_chunk_codes(codes, silence, k) for k in part])
+        images = _decode_codes(codec, _padded(stack, batch))[:len(part)]
+        out.append(image_to_magnitude(images, _spec_config(info), num_frames=g.chunk_frames))
+    return np.concatenate(out)
+
+
+def loudness_corrections(codec: CodecModel, codes: np.ndarray, energies: np.ndarray,
+                         gains: np.ndarray, stages: int) -> np.ndarray:
+    """Per-segment loudness corrections (int8 codes) that undo the model's level loss.
+
+    The decoder network's spectrogram is compared with the input's STFT under
+    BS.1770 K-weighting, both weighted by the gain envelope: the correction
+    is the ratio of their gated loudness over each segment (400-ms blocks,
+    relative gate at -10 dB, each signal gated on its own, as a meter
+    would). Phase reconstruction keeps the spectrogram's energy to within
+    ~0.1 dB, so no trial decode is needed.
+
+    Parameters
+    ----------
+    codes : np.ndarray [shape=(cells, width, >= stages)]
+    energies : np.ndarray [shape=(cells * cell_frames,)]
+        K-weighted input energy per frame (`_encode_signals`).
+    gains : np.ndarray [shape=(segments,)]
+        Linear segment gains.
+    stages : int
+        Stages that are stored.
+    """
+    info = codec.info
+    g = framing.Geometry.of(info)
     weight = _k_weights(info)
-    step_s = int(config.frame_step) / info.sample_rate
-    frames_per_block = max(1, round(0.4 / step_s))  # 400-ms gating blocks
-    frames_per_hop = max(1, round(0.1 / step_s))  # 75 % overlap
-    codes = np.zeros(len(indices), np.int8)
-    for start in range(0, len(indices), BATCH_WINDOWS):
-        batch = np.asarray(indices[start:start + BATCH_WINDOWS], np.int32)
-        images = _decode_exported(codec, batch)
-        if images is None:
-            images = _decode_batch(codec, batch)
-        decoded = image_to_magnitude(images, config, num_frames=num_frames).astype(np.float64)
-        frames_out = (decoded ** 2) @ weight  # (batch, frames) K-weighted energy
-        for i, e_out in enumerate(frames_out):
-            level_in = _gated_level(energies[start + i], frames_per_block, frames_per_hop)
-            level_out = _gated_level(e_out, frames_per_block, frames_per_hop)
-            if level_in > 0 and level_out > 0:
-                codes[start + i] = container.quantize_loudness(
-                    10.0 * np.log10(level_in / level_out))
-    return codes
+    chunks = g.num_chunks(codes.shape[0])
+    context_frames = framing.CONTEXT_CELLS * g.cell_frames
+    chunk_frames = framing.CHUNK_CELLS * g.cell_frames
+    decoded = np.zeros_like(energies)
+    step = _batch_size(chunks)
+    for first in range(0, chunks, step):
+        part = range(first, min(chunks, first + step))
+        mags = _decoded_magnitudes(codec, codes[..., :stages], part)
+        for i, k in enumerate(part):
+            f0 = k * chunk_frames
+            keep = min(chunk_frames, len(energies) - f0)
+            centre = mags[i, context_frames:context_frames + keep]
+            decoded[f0:f0 + keep] = (centre.astype(np.float64) ** 2) @ weight
+    frame_times = np.arange(len(energies)) * g.frame_step
+    env2 = np.interp(frame_times, g.segment_centres(len(gains)), gains) ** 2
+    segment_of = np.minimum(frame_times // g.segment, len(gains) - 1)
+    block = max(1, round(0.4 * g.sample_rate / g.frame_step))  # 400-ms gating blocks
+    hop = max(1, round(0.1 * g.sample_rate / g.frame_step))  # 75 % overlap
+    out = np.zeros(len(gains), np.int8)
+    for k in range(len(gains)):
+        frames = segment_of == k
+        level_in = _gated_level(energies[frames] * env2[frames], block, hop)
+        level_out = _gated_level(decoded[frames] * env2[frames], block, hop)
+        if level_in > 0 and level_out > 0:
+            out[k] = container.quantize_loudness(10.0 * np.log10(level_in / level_out))
+    return out
 
 
 def _gated_level(frame_energy: np.ndarray, block: int, hop: int) -> float:
@@ -282,6 +399,8 @@ def _gated_level(frame_energy: np.ndarray, block: int, hop: int) -> float:
     loudness meter does to the whole file.
     """
     e = np.asarray(frame_energy, np.float64)
+    if e.size == 0:
+        return 0.0
     if len(e) <= block:
         blocks = np.array([e.mean()])
     else:
@@ -292,105 +411,76 @@ def _gated_level(frame_energy: np.ndarray, block: int, hop: int) -> float:
     return float(kept.mean()) if kept.size else 0.0
 
 
-def fit_bitrate(info: CodecInfo, indices: np.ndarray, duration_s: float,
-                bitrate: float | None) -> tuple[int, bytes]:
-    """The most stages whose whole file fits ``bitrate``, and their payload.
+def stage_choices(mode: int, num_stages: int, active: list[bool], weaker: int = 1
+                  ) -> list[tuple[int, ...]]:
+    """Stage counts per coded signal, best first.
 
-    The rate counts every byte of the file (header, per-window side
-    information, checksum) over ``max(duration, window length)``: a clip
-    shorter than one window is charged as one window.
+    Mono: all stages down to one. Left/right: equal stages for both signals.
+    Mid/side: the weaker of mid and side (signal ``weaker``, usually the
+    side) at about half the stages of the other. A silent signal always
+    gets 0 (so an anti-phase file codes its side with every stage).
+    """
+    choices = []
+    for s in range(num_stages, 0, -1):
+        if mode == container.MONO:
+            pair = (s,)
+        elif mode == container.LEFT_RIGHT or not all(active):
+            pair = (s, s)
+        else:
+            half = max(1, (s + 1) // 2)
+            pair = (s, half) if weaker == 1 else (half, s)
+        choices.append(tuple(p if on else 0 for p, on in zip(pair, active)))
+    return choices
+
+
+def fit_bitrate(info: CodecInfo, codes: np.ndarray, choices: list[tuple[int, ...]],
+                segments: int, duration_s: float, bitrate: float | None
+                ) -> tuple[tuple[int, ...], list[bytes]]:
+    """The best stage choice whose whole file fits ``bitrate``, and its payloads.
+
+    The rate counts every byte of the file (header, per-segment side
+    information, checksum) over ``max(duration, one segment)``: a clip
+    shorter than a segment is charged as one segment.
 
     Parameters
     ----------
-    indices : np.ndarray [shape=(n, h, w, stages)]
-        Code indices of every stage.
-    duration_s : float
-        The input's duration.
+    codes : np.ndarray [shape=(signals, cells, width, stages)]
+    choices : list of tuple of int
+        Candidate stage counts per signal, best first (`stage_choices`).
     bitrate : float or None
-        Cap in kbit/s; None: all stages.
+        Cap in kbit/s; None: the first choice.
 
     Raises
     ------
     ValueError
         For a bitrate that is not a positive finite number.
     CodecLimitError
-        If even one stage does not fit.
+        If even the last choice does not fit.
     """
-    n_windows, stages = len(indices), indices.shape[-1]
-    if bitrate is None:
-        return stages, entropy.encode_indices(indices, info.counts_array)
-    if isinstance(bitrate, bool) or not (isinstance(bitrate, (int, float))
-                                         and math.isfinite(bitrate) and bitrate > 0):
+    if bitrate is not None and (isinstance(bitrate, bool) or not (
+            isinstance(bitrate, (int, float)) and math.isfinite(bitrate) and bitrate > 0)):
         raise ValueError(f"bitrate must be a positive number of kbit/s; "
                          f"received bitrate={bitrate!r}")
+    signals = codes.shape[0]
     seconds = max(duration_s, info.window_samples / info.sample_rate)
-    budget = bitrate * 1000.0 * seconds / 8.0
-    for s in range(stages, 0, -1):
-        payload = entropy.encode_indices(indices[..., :s], info.counts_array)
-        size = container.file_size(n_windows, len(payload))
-        if size <= budget:
-            return s, payload
+    cache: dict[tuple[int, int], bytes] = {}
+
+    def payload(i: int, s: int) -> bytes:
+        if s == 0:
+            return b""
+        if (i, s) not in cache:
+            cache[(i, s)] = entropy.encode_indices(codes[i, ..., :s], info.counts_array)
+        return cache[(i, s)]
+
+    size = None
+    for choice in choices:
+        payloads = [payload(i, s) for i, s in enumerate(choice)]
+        size = container.file_size(signals, segments, sum(map(len, payloads)))
+        if bitrate is None or 8.0 * size / seconds / 1000.0 <= bitrate:
+            return choice, payloads
     lowest = 8.0 * size / seconds / 1000.0
     raise CodecLimitError(f"--bitrate {bitrate:g} kbit/s is below the lowest rate this clip "
                           f"can be coded at: {lowest:.2f} kbit/s (one stage, header included)")
-
-
-def _spec_config(info: CodecInfo):
-    from vqkeras.features import SpectrogramConfig
-
-    return SpectrogramConfig(**info.spectrogram)
-
-
-def encode_windows(model: CodecModel, windows: np.ndarray, num_stages: int,
-                   *, progress: bool = False) -> np.ndarray:
-    """Code indices ``(n, h, w, num_stages)`` of peak-normalised windows ``(n, samples)``."""
-    from vqkeras.features import waveform_to_image
-
-    config = _spec_config(model.info)
-    out = []
-    bar = _progress(len(windows), "compress") if progress else None
-    for start in range(0, len(windows), BATCH_WINDOWS):
-        batch = windows[start:start + BATCH_WINDOWS]
-        codes = _encode_exported(model, batch, num_stages)
-        if codes is None:
-            images = waveform_to_image(batch, config, time_multiple=model.info.time_multiple)
-            codes = _encode_batch(model, images, num_stages)
-        out.append(codes)
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    return np.concatenate(out)
-
-
-def decode_windows(model: CodecModel, indices: np.ndarray, *, iterations: int,
-                   progress: bool = False) -> np.ndarray:
-    """Waveforms ``(n, window_samples)`` (peak-normalised) from code indices."""
-    from vqkeras.features import image_to_magnitude
-    from vqkeras.phase import invert_magnitude
-
-    info = model.info
-    config = _spec_config(info)
-    n_samples = info.window_samples
-    num_frames = n_samples // int(config.frame_step) + 1  # center=True STFT frames
-    out = []
-    bar = _progress(len(indices), "decompress") if progress else None
-    for start in range(0, len(indices), BATCH_WINDOWS):
-        batch = indices[start:start + BATCH_WINDOWS]
-        images = _decode_batch(model, batch)
-        magnitude = image_to_magnitude(images, config, num_frames=num_frames)
-        # One window per call: the compiled inversion is keyed on the batch
-        # shape, so a fixed shape compiles once whatever the file's length.
-        for mag in magnitude:
-            wave = invert_magnitude(mag[None], frame_length=int(config.frame_length),
-                                    frame_step=int(config.frame_step), n_iter=iterations,
-                                    length=n_samples)
-            out.append(np.asarray(wave, dtype=np.float32))
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    return np.concatenate(out)
 
 
 def _input_info(path: Path) -> tuple[int, int, int]:
@@ -403,25 +493,45 @@ def _input_info(path: Path) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.channels), int(info.frames)
 
 
-def compress(input_wav: str | Path, output_path: str | Path, *,
+def _choose_mode(channels: int, gram: np.ndarray) -> tuple[int, list[int], int]:
+    """Channel mode, the candidate signals it codes (indices into L, R, M, S), phase link.
+
+    ``gram`` holds the sums of products of the candidate signals over the file.
+    """
+    if channels != 2:
+        return container.MONO, [0], container.LINK_NONE
+    mid, side = gram[2, 2], gram[3, 3]
+    picked = [2, 3] if min(mid, side) <= MID_SIDE_RATIO * max(mid, side) else [0, 1]
+    a, b = picked
+    norm = np.sqrt(gram[a, a] * gram[b, b])
+    link = container.LINK_NONE
+    if norm > 0 and abs(gram[a, b]) >= LINK_CORRELATION * norm:
+        link = container.LINK_SAME if gram[a, b] > 0 else container.LINK_INVERTED
+    mode = container.MID_SIDE if picked == [2, 3] else container.LEFT_RIGHT
+    return mode, picked, link
+
+
+def compress(input_path: str | Path, output_path: str | Path, *,
              model: str | Path | CodecModel | None = None,
              bitrate: float | None = None, progress: bool = True) -> Path:
-    """Compress a WAV file into a ``.vqz`` file.
+    """Compress an audio file into a ``.vqz`` file.
 
     Parameters
     ----------
-    input_wav : str or Path
-        Any length, sample rate and channel count (coded as a mono downmix).
+    input_path : str or Path
+        Any length, sample rate and channel count readable by libsndfile.
+        Stereo is coded as left/right or mid/side (whichever suits the file:
+        `MID_SIDE_RATIO`); more channels as a mono downmix.
     output_path : str or Path
         Destination; written atomically (nothing is left on failure).
     model : str, Path or CodecModel, optional
         Codec bundle folder; default: the shipped model.
     bitrate : float, optional
         Cap in kbit/s on the real file rate (every byte of the file over the
-        clip's duration, at least one window): the most RVQ stages that fit.
-        Default: all stages.
+        clip's duration, at least one segment): the most RVQ stages that fit
+        (`stage_choices`). Default: all stages (mid/side: half for the side).
     progress : bool
-        Show a progress bar on a terminal for inputs of 4+ windows.
+        Show a progress bar on a terminal for inputs of 4+ chunks.
 
     Returns
     -------
@@ -438,92 +548,91 @@ def compress(input_wav: str | Path, output_path: str | Path, *,
         If the clip does not fit ``bitrate`` even with one stage.
     """
     from vqkeras.audio_io import check_input_file
-    from vqkeras.codec.stream import read_windows
+    from vqkeras.codec.stream import read_blocks
 
-    input_wav = check_input_file(input_wav)
-    output_path = check_output_path(output_path, [input_wav])
+    input_path = check_input_file(input_path)
+    output_path = check_output_path(output_path, [input_path])
     codec = _as_model(model)
     info = codec.info
-    if bitrate is not None:
-        fit_bitrate(info, np.zeros((1, 1, 1, 1), np.int32), 1.0, bitrate)  # bad values fail now
-    sample_rate, channels, frames = _input_info(input_wav)
+    if bitrate is not None:  # bad values fail now, before any work
+        fit_bitrate(info, np.zeros((1, 1, 1, 1), np.int32), [(1,)], 1, 1.0, bitrate)
+    sample_rate, channels, frames = _input_info(input_path)
     if frames == 0:
-        raise AudioFileError(f"{input_wav}: contains no samples (empty or truncated data chunk)")
-    num_samples = frames
-    duration = num_samples / sample_rate
+        raise AudioFileError(f"{input_path}: contains no samples (empty or truncated data chunk)")
+    duration = frames / sample_rate
     if duration > container.MAX_DURATION_S or channels > container.MAX_CHANNELS:
-        raise AudioFileError(f"{input_wav}: {duration:.0f} s, {channels} channels; the .vqz "
+        raise AudioFileError(f"{input_path}: {duration:.0f} s, {channels} channels; the .vqz "
                              f"format holds at most {container.MAX_DURATION_S} s and "
                              f"{container.MAX_CHANNELS} channels")
-    length, n_windows = expected_windows(info, sample_rate, num_samples)
-    # Streaming: only one batch of windows is held as audio; what is kept for
-    # the whole file is small (codes, one gain and one energy curve per window).
-    gains = np.zeros(n_windows, np.uint8)
-    indices = np.zeros((n_windows, *info.grid, info.num_stages),
-                       np.uint8 if info.num_embeddings <= 256 else np.int32)
-    energies = None
-    bar = _progress(n_windows, "compress") if progress else None
-    batch: list[np.ndarray] = []
-    done = 0
-    for i, window in enumerate(read_windows(input_wav, info.sample_rate, info.window_samples,
-                                            length, n_windows)):
-        batch.append(window)
-        if len(batch) < BATCH_WINDOWS and i < n_windows - 1:
-            continue
-        windows = np.stack(batch)
-        batch = []
-        g = np.array([container.quantize_gain(float(np.max(np.abs(w)))) for w in windows],
-                     dtype=np.uint8)
-        scale = np.array([container.dequantize_gain(c) for c in g], dtype=np.float32)
-        windows = np.clip(windows / np.where(scale > 0, scale, 1.0)[:, None], -1.0, 1.0)
-        windows = windows.astype(np.float32)
-        codes = encode_windows(codec, windows, info.num_stages)
-        if codes.shape[1:3] != info.grid:
-            raise CodecFormatError(f"model produced a {codes.shape[1:3]} code grid, codec.json "
-                                   f"says {info.grid}")
-        energy = frame_energies(info, windows)
-        if energies is None:
-            energies = np.zeros((n_windows, energy.shape[1]), np.float32)
-        gains[done:done + len(windows)] = g
-        indices[done:done + len(windows)] = codes
-        energies[done:done + len(windows)] = energy
-        done += len(windows)
-        if bar is not None:
-            bar.update(len(windows))
-    if bar is not None:
-        bar.close()
-    stages, payload = fit_bitrate(info, indices, duration, bitrate)
-    indices = indices[..., :stages]
-    loudness = loudness_codes(codec, energies, indices)
-    loudness[gains == container.GAIN_SILENT] = 0
+    g = framing.Geometry.of(info)
+    length = model_length(info, sample_rate, frames)
+    segments = g.num_segments(length)
+    half = g.segment // 2
+    # Pass 1: peaks per half segment and energies of every candidate signal.
+    mix = (_STEREO_CANDIDATES if channels == 2
+           else np.full((channels, 1), 1.0 / channels, np.float32))
+    peaks = np.zeros((mix.shape[1], 2 * segments + 2), np.float32)
+    gram = np.zeros((mix.shape[1], mix.shape[1]))
+    start = 0
+    for block in read_blocks(input_path, info.sample_rate, mix):
+        block = block[:, :max(0, length - start)]
+        if block.shape[1]:
+            framing.half_segment_peaks(block, start, half, peaks)
+            wide = block.astype(np.float64)
+            gram += wide @ wide.T
+        start += block.shape[1]
+    mode, picked, link = _choose_mode(channels, gram)
+    gain_codes = framing.segment_gain_codes(peaks[picked], segments)
+    gains = framing.gain_values(gain_codes)
+    active = [bool(np.any(c != container.GAIN_SILENT)) for c in gain_codes]
+    if not any(active):
+        active[0] = True  # an all-silent file still codes one signal
+    if not all(active):
+        link = container.LINK_NONE
+    energy = np.diag(gram)[picked]
+    weaker = int(np.argmin(energy)) if len(picked) == 2 else 0
+    # Pass 2: codes of the chosen signals.
+    window = framing.SampleWindow(read_blocks(input_path, info.sample_rate, mix[:, picked]),
+                                  len(picked), length)
+    codes, energies = _encode_signals(codec, window, gains,
+                                      [i for i, on in enumerate(active) if on], length, progress)
+    choice, payloads = fit_bitrate(info, codes,
+                                   stage_choices(mode, info.num_stages, active, weaker),
+                                   segments, duration, bitrate)
+    loudness = np.zeros(gain_codes.shape, np.int8)
+    for i, s in enumerate(choice):
+        if s:
+            loudness[i] = loudness_corrections(codec, codes[i], energies[i], gains[i], s)
+    loudness[gain_codes == container.GAIN_SILENT] = 0
     header = container.VQZHeader(model_id=info.model_id, sample_rate=sample_rate,
-                                 channels=channels, num_samples=num_samples,
-                                 num_windows=n_windows, grid=info.grid, num_stages=stages)
-    atomic_write_bytes(output_path, container.pack(header, gains, payload, loudness),
-                       inputs=[input_wav])
+                                 channels=channels, num_samples=frames,
+                                 num_cells=codes.shape[1], num_segments=segments,
+                                 grid_width=info.grid[1], stages=choice, mode=mode, link=link)
+    atomic_write_bytes(output_path, container.pack(header, gain_codes, loudness, payloads),
+                       inputs=[input_path])
     return output_path
 
 
-def decompress(input_path: str | Path, output_wav: str | Path, *,
+def decompress(input_path: str | Path, output_path: str | Path, *,
                model: str | Path | CodecModel | None = None,
                iterations: int | None = None, progress: bool = True,
                max_samples: int | None = DEFAULT_MAX_SAMPLES) -> Path:
-    """Decompress a ``.vqz`` file into a WAV file.
+    """Decompress a ``.vqz`` file into an audio file.
 
     Parameters
     ----------
     input_path : str or Path
         A file written by `compress` with the same model.
-    output_wav : str or Path
+    output_path : str or Path
         Destination (original sample rate and channel count), written
         atomically in the format its suffix names: ``.wav`` (or none),
         ``.flac``, ``.ogg`` or ``.mp3``; other suffixes are refused.
     model : str, Path or CodecModel, optional
         Codec bundle folder; default: the shipped model.
     iterations : int, optional
-        Phase reconstruction iterations (default: the bundle's).
+        Phase reconstruction iterations per chunk (default: the bundle's).
     progress : bool
-        Show a progress bar on a terminal for inputs of 4+ windows.
+        Show a progress bar on a terminal for inputs of 4+ chunks.
     max_samples : int or None
         Refuse a file that announces more decoded samples than this (all
         channels, at the original rate), before decoding anything. Default
@@ -532,7 +641,7 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     Returns
     -------
     Path
-        ``output_wav``.
+        ``output_path``.
 
     Raises
     ------
@@ -545,13 +654,13 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
     from vqkeras.audio_io import output_format
     from vqkeras.codec.stream import StreamWriter
 
-    input_path, output_wav = Path(input_path), Path(output_wav)
+    input_path, output_path = Path(input_path), Path(output_path)
     if input_path.is_dir():
         raise CodecFormatError(f"{input_path}: is a folder, not a .vqz file")
     if not input_path.is_file():
         raise CodecFormatError(f"input file not found: {input_path}")
-    check_output_path(output_wav, [input_path])
-    output_format(output_wav)  # an unknown suffix fails now, not after decoding
+    check_output_path(output_path, [input_path])
+    output_format(output_path)  # an unknown suffix fails now, not after decoding
     codec = _as_model(model)
     info = codec.info
     if iterations is None:
@@ -573,27 +682,71 @@ def decompress(input_path: str | Path, output_wav: str | Path, *,
         raise CodecLimitError(f"{input_path} would decode to {total} samples "
                               f"({announced.num_samples} x {announced.channels} channels), over "
                               f"the limit of {max_samples} (raise it with --max-samples)")
-    header, gains, indices = read_vqz(input_path.read_bytes(), info)
-    length, _ = expected_windows(info, header.sample_rate, header.num_samples)
-    fmt, subtype = output_format(output_wav)
-    # Streaming: each batch of windows is decoded, resampled and written
-    # before the next; the output appears (atomically) only when complete.
-    bar = _progress(len(indices), "decompress") if progress else None
-    with atomic_path(output_wav, inputs=(input_path,)) as tmp:
+    header, gains, loudness, indices = read_vqz(input_path.read_bytes(), info)
+    fmt, subtype = output_format(output_path)
+    with atomic_path(output_path, inputs=(input_path,)) as tmp:
         writer = StreamWriter(tmp, fmt, subtype, info.sample_rate, header.sample_rate,
-                              header.channels, length, header.num_samples, name=output_wav)
+                              header.channels, model_length(info, header.sample_rate,
+                                                            header.num_samples),
+                              header.num_samples, name=output_path)
         try:
-            for start in range(0, len(indices), BATCH_WINDOWS):
-                waves = decode_windows(codec, indices[start:start + BATCH_WINDOWS],
-                                       iterations=iterations)
-                writer.write((waves * gains[start:start + BATCH_WINDOWS, None]).reshape(-1))
-                if bar is not None:
-                    bar.update(len(waves))
+            for piece in decode_stream(codec, header, gains, loudness, indices,
+                                       iterations=iterations, progress=progress):
+                writer.write(piece)
         except BaseException:
             writer.abort()  # the temporary file is removed by atomic_path
             raise
-        finally:
-            if bar is not None:
-                bar.close()
         writer.close()
-    return output_wav
+    return output_path
+
+
+def decode_stream(codec: CodecModel, header: container.VQZHeader, gains: np.ndarray,
+                  loudness: np.ndarray, indices: list[np.ndarray | None], *, iterations: int,
+                  progress: bool = False):
+    """Yield the decoded audio at the model rate, ``(n, signals_out)`` pieces in order.
+
+    ``signals_out`` is 1 for a mono file and 2 (left, right) for a stereo one.
+    Memory is one group of chunks, whatever the file's length.
+    """
+    from vqkeras.phase.streaming import StreamingInversion
+
+    info = codec.info
+    g = framing.Geometry.of(info)
+    chunks = g.num_chunks(header.num_cells)
+    active = [i for i, codes in enumerate(indices) if codes is not None]
+    inversion = StreamingInversion(frame_length=g.frame_length, frame_step=g.frame_step,
+                                   segment_frames=framing.CHUNK_CELLS * g.cell_frames,
+                                   margin_frames=framing.MARGIN_FRAMES,
+                                   crossfade=framing.CROSSFADE, n_iter=iterations,
+                                   batch=len(active),
+                                   link={container.LINK_SAME: 1, container.LINK_INVERTED: -1}.get(
+                                       header.link, 0) if len(active) == 2 else 0)
+    region = slice(framing.CONTEXT_CELLS * g.cell_frames - framing.MARGIN_FRAMES,
+                   framing.CONTEXT_CELLS * g.cell_frames - framing.MARGIN_FRAMES
+                   + inversion.region_frames)
+    level = gains * 10.0 ** (loudness / 20.0)
+    written = 0
+    group = _batch_size(chunks)
+    bar = _progress(chunks, "decompress") if progress else None
+
+    def finish_piece(normalised: np.ndarray) -> np.ndarray:
+        nonlocal written
+        n = normalised.shape[1]
+        signals = np.zeros((len(indices), n), np.float32)
+        signals[active] = normalised
+        signals *= framing.envelope(level, g, written, written + n)
+        written += n
+        if header.mode == container.MID_SIDE:
+            signals = np.stack([signals[0] + signals[1], signals[0] - signals[1]])
+        return signals.T
+
+    for first in range(0, chunks, group):
+        part = range(first, min(chunks, first + group))
+        mags = np.stack([_decoded_magnitudes(codec, indices[i], part) for i in active], axis=1)
+        for i in range(len(part)):
+            yield finish_piece(inversion.push(mags[i, :, region]))
+            if bar is not None:
+                bar.update(1)
+    yield finish_piece(inversion.finish())
+    if bar is not None:
+        bar.close()

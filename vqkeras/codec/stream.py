@@ -1,11 +1,12 @@
 """Block-by-block audio for the codec: memory bounded whatever the length or channel count.
 
-`read_windows` reads a sound file a block at a time (at most `BLOCK_VALUES`
-samples over all channels), downmixes and resamples each block with a
-streaming soxr resampler, and yields the model's fixed-length windows.
-`StreamWriter` takes the decoded mono signal at the model's rate in pieces,
-resamples it back, repeats it into every channel and writes it with
-soundfile in write mode, again at most `BLOCK_VALUES` samples at a time.
+`read_blocks` reads a sound file a block at a time (at most `BLOCK_VALUES`
+samples over all channels), mixes its channels into the signals the codec
+codes (mono downmix, left/right or mid/side) and resamples each block with a
+streaming soxr resampler. `StreamWriter` takes the decoded signals at the
+model's rate in pieces, resamples them back, spreads them over the file's
+channels and writes them with soundfile in write mode, again at most
+`BLOCK_VALUES` samples at a time.
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ def _block_frames(channels: int, block_values: int | None) -> int:
     return max(1, values // max(1, channels))
 
 
-def read_mono_blocks(path: str | Path, sample_rate: int, *,
-                     block_values: int | None = None) -> Iterator[np.ndarray]:
-    """The file's mono downmix at ``sample_rate``, as float32 blocks.
+def read_blocks(path: str | Path, sample_rate: int, mix: np.ndarray | None = None, *,
+                block_values: int | None = None) -> Iterator[np.ndarray]:
+    """The file's signals at ``sample_rate``, as float32 blocks ``(signals, n)``.
+
+    Parameters
+    ----------
+    mix : np.ndarray [shape=(channels, signals)], optional
+        Each output signal is the file's channels weighted by a column
+        (e.g. the mono downmix, or left/right/mid/side). Default: the
+        mono downmix.
 
     Raises
     ------
@@ -46,9 +54,14 @@ def read_mono_blocks(path: str | Path, sample_rate: int, *,
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioFileError(f"{path}: not a readable audio file ({exc})") from exc
     with handle:
+        if mix is None:
+            mix = np.full((handle.channels, 1), 1.0 / handle.channels, np.float32)
+        mix = np.asarray(mix, np.float32)
+        if mix.shape[0] != handle.channels:
+            raise ValueError(f"mix for {mix.shape[0]} channels, {path} has {handle.channels}")
         frames = _block_frames(handle.channels, block_values)
-        resampler = (soxr.ResampleStream(handle.samplerate, sample_rate, 1, dtype="float32",
-                                         quality="HQ")
+        resampler = (soxr.ResampleStream(handle.samplerate, sample_rate, mix.shape[1],
+                                         dtype="float32", quality="HQ")
                      if handle.samplerate != sample_rate else None)
         while True:
             try:
@@ -58,44 +71,17 @@ def read_mono_blocks(path: str | Path, sample_rate: int, *,
             last = len(block) < frames
             if not np.all(np.isfinite(block)):
                 raise AudioFileError(f"{path}: contains NaN or infinite samples")
-            mono = block.mean(axis=1, dtype=np.float32)
+            signals = np.ascontiguousarray(block @ mix)
             if resampler is not None:
-                mono = resampler.resample_chunk(mono, last=last)
-            if len(mono):
-                yield np.asarray(mono, np.float32)
+                signals = resampler.resample_chunk(signals, last=last)
+            if len(signals):
+                yield np.ascontiguousarray(np.asarray(signals, np.float32).T)
             if last:
                 return
 
 
-def read_windows(path: str | Path, sample_rate: int, window: int, length: int,
-                 num_windows: int, *, block_values: int | None = None) -> Iterator[np.ndarray]:
-    """Exactly ``num_windows`` windows of ``window`` samples of the file's mono signal.
-
-    The signal is cut (or zero-padded) to ``length`` samples at ``sample_rate``
-    and then zero-padded to whole windows, as the codec codes it.
-    """
-    buffer = np.zeros(window, np.float32)
-    filled, taken, emitted = 0, 0, 0
-    for block in read_mono_blocks(path, sample_rate, block_values=block_values):
-        block = block[:max(0, length - taken)]
-        taken += len(block)
-        while len(block):
-            n = min(window - filled, len(block))
-            buffer[filled:filled + n] = block[:n]
-            filled, block = filled + n, block[n:]
-            if filled == window and emitted < num_windows:
-                yield buffer.copy()
-                emitted, filled = emitted + 1, 0
-        if taken >= length:
-            break
-    while emitted < num_windows:
-        buffer[filled:] = 0.0
-        yield buffer.copy()
-        emitted, filled = emitted + 1, 0
-
-
 class StreamWriter:
-    """Write a mono model-rate signal to a sound file as it is decoded.
+    """Write model-rate audio to a sound file as it is decoded.
 
     Parameters
     ----------
@@ -106,7 +92,8 @@ class StreamWriter:
     model_rate, sample_rate : int
         Rate of the pieces given to `write`, and of the file.
     channels : int
-        Every channel gets the same signal.
+        The file's channels. `write` takes ``(n,)`` or ``(n, 1)`` audio (every
+        channel gets it) or ``(n, channels)``.
     length, num_samples : int
         Samples to keep at the model rate, and samples per channel of the file.
     name : str or Path, optional
@@ -127,9 +114,9 @@ class StreamWriter:
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             raise AudioFileError(f"{path}: {fmt} cannot hold {channels}-channel audio at "
                                  f"{int(sample_rate)} Hz ({exc}); use .wav or .flac") from exc
-        self._resampler = (soxr.ResampleStream(model_rate, sample_rate, 1, dtype="float32",
-                                               quality="HQ")
-                           if model_rate != sample_rate else None)
+        self._model_rate, self._sample_rate = int(model_rate), int(sample_rate)
+        self._resampler = None  # made on the first write, for that many signals
+        self._signals = 1
         self._channels = int(channels)
         self._frames = _block_frames(channels, block_values)
         self._left_in = int(length)
@@ -140,8 +127,9 @@ class StreamWriter:
         self._left_out -= len(audio)
         for start in range(0, len(audio), self._frames):
             part = audio[start:start + self._frames]
-            self._checked(self._file.write, np.repeat(part[:, None], self._channels, axis=1)
-                          if self._channels > 1 else part)
+            if part.shape[1] != self._channels:
+                part = np.repeat(part[:, :1], self._channels, axis=1)
+            self._checked(self._file.write, part)
 
     def _checked(self, call, *args) -> None:
         """Run a libsndfile call; its opaque "System error" becomes an `OSError` naming the cause."""
@@ -160,11 +148,24 @@ class StreamWriter:
             raise AudioFileError(f"{self._name}: write error ({exc})") from exc
 
     def write(self, audio: np.ndarray) -> None:
-        """Add decoded samples at the model rate (beyond ``length`` they are dropped)."""
-        audio = np.asarray(audio, np.float32)[:self._left_in]
+        """Add decoded samples ``(n,)`` or ``(n, signals)`` at the model rate.
+
+        Samples beyond ``length`` are dropped.
+        """
+        import soxr
+
+        audio = np.asarray(audio, np.float32)
+        audio = audio[:, None] if audio.ndim == 1 else audio
+        audio = audio[:self._left_in]
         self._left_in -= len(audio)
-        if self._resampler is not None:
-            audio = self._resampler.resample_chunk(audio)
+        self._signals = audio.shape[1]
+        if self._model_rate != self._sample_rate:
+            if self._resampler is None:
+                self._resampler = soxr.ResampleStream(self._model_rate, self._sample_rate,
+                                                      audio.shape[1], dtype="float32",
+                                                      quality="HQ")
+            audio = self._resampler.resample_chunk(np.ascontiguousarray(audio))
+            audio = audio[:, None] if audio.ndim == 1 else audio
         self._emit(audio)
 
     def abort(self) -> None:
@@ -176,9 +177,11 @@ class StreamWriter:
 
     def close(self) -> None:
         """Flush the resampler, pad to the exact length with zeros, close the file."""
+        signals = self._signals
         if self._resampler is not None:
-            self._emit(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            rest = self._resampler.resample_chunk(np.zeros((0, signals), np.float32), last=True)
+            self._emit(rest[:, None] if rest.ndim == 1 else rest)
             self._resampler = None
         while self._left_out > 0:
-            self._emit(np.zeros(min(self._left_out, self._frames), np.float32))
+            self._emit(np.zeros((min(self._left_out, self._frames), signals), np.float32))
         self._checked(self._file.close)

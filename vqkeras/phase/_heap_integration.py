@@ -47,8 +47,12 @@ def _heap_pop(keys, vals, size):
 
 
 @numba.njit(cache=True)
-def integrate(logmag, tgrad, fgrad, usable, phase):
-    """Heap integration of one item, in place. All arrays (frames, bins)."""
+def integrate(logmag, tgrad, fgrad, usable, phase, known):
+    """Heap integration of one item, in place. All arrays (frames, bins).
+
+    ``known`` coefficients keep their phase and are integrated from first
+    (loudest first), so new phase continues theirs.
+    """
     frames, bins = logmag.shape
     n = frames * bins
     flat = logmag.ravel()
@@ -60,6 +64,12 @@ def integrate(logmag, tgrad, fgrad, usable, phase):
     ph = phase.ravel()
     tg = tgrad.ravel()
     fg = fgrad.ravel()
+    kn = known.ravel()
+    for idx in range(n):
+        if kn[idx]:
+            done[idx] = True
+            size = _heap_push(keys, vals, size, flat[idx], idx)
+    size = _grow(keys, vals, size, done, ph, tg, fg, flat, frames, bins)
     for seed_pos in range(n):
         seed = order[seed_pos]
         if done[seed]:
@@ -67,31 +77,38 @@ def integrate(logmag, tgrad, fgrad, usable, phase):
         done[seed] = True
         ph[seed] = 0.0
         size = _heap_push(keys, vals, size, flat[seed], seed)
-        while size > 0:
-            idx, size = _heap_pop(keys, vals, size)
-            m = idx // bins
-            k = idx - m * bins
-            if m + 1 < frames:
-                j = idx + bins
-                if not done[j]:
-                    ph[j] = ph[idx] + 0.5 * (tg[idx] + tg[j])
-                    done[j] = True
-                    size = _heap_push(keys, vals, size, flat[j], j)
-            if m > 0:
-                j = idx - bins
-                if not done[j]:
-                    ph[j] = ph[idx] - 0.5 * (tg[idx] + tg[j])
-                    done[j] = True
-                    size = _heap_push(keys, vals, size, flat[j], j)
-            if k + 1 < bins:
-                j = idx + 1
-                if not done[j]:
-                    ph[j] = ph[idx] + 0.5 * (fg[idx] + fg[j])
-                    done[j] = True
-                    size = _heap_push(keys, vals, size, flat[j], j)
-            if k > 0:
-                j = idx - 1
-                if not done[j]:
-                    ph[j] = ph[idx] - 0.5 * (fg[idx] + fg[j])
-                    done[j] = True
-                    size = _heap_push(keys, vals, size, flat[j], j)
+        size = _grow(keys, vals, size, done, ph, tg, fg, flat, frames, bins)
+
+
+@numba.njit(cache=True)
+def _grow(keys, vals, size, done, ph, tg, fg, flat, frames, bins):
+    """Integrate outwards from the coefficients on the heap until it is empty."""
+    while size > 0:
+        idx, size = _heap_pop(keys, vals, size)
+        m = idx // bins
+        k = idx - m * bins
+        if m + 1 < frames:
+            j = idx + bins
+            if not done[j]:
+                ph[j] = ph[idx] + 0.5 * (tg[idx] + tg[j])
+                done[j] = True
+                size = _heap_push(keys, vals, size, flat[j], j)
+        if m > 0:
+            j = idx - bins
+            if not done[j]:
+                ph[j] = ph[idx] - 0.5 * (tg[idx] + tg[j])
+                done[j] = True
+                size = _heap_push(keys, vals, size, flat[j], j)
+        if k + 1 < bins:
+            j = idx + 1
+            if not done[j]:
+                ph[j] = ph[idx] + 0.5 * (fg[idx] + fg[j])
+                done[j] = True
+                size = _heap_push(keys, vals, size, flat[j], j)
+        if k > 0:
+            j = idx - 1
+            if not done[j]:
+                ph[j] = ph[idx] - 0.5 * (fg[idx] + fg[j])
+                done[j] = True
+                size = _heap_push(keys, vals, size, flat[j], j)
+    return size

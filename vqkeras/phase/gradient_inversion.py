@@ -103,6 +103,7 @@ def invert_magnitude(
     window: str | tuple | np.ndarray = "hann",
     length: int | None = None,
     seed: int = 0,
+    known_phase: np.ndarray | None = None,
 ) -> np.ndarray:
     """Recover waveforms whose STFT magnitude matches `magnitude`, by gradient descent.
 
@@ -145,6 +146,11 @@ def invert_magnitude(
         Output length; defaults to ``(frames - 1) * frame_step``.
     seed : int
         Seed of the random parts of the start.
+    known_phase : np.ndarray [shape=magnitude.shape], optional
+        With ``init="pghi"``: phase to start from where finite (NaN
+        elsewhere); PGHI continues it. Streaming reconstruction
+        (`vqkeras.phase.StreamingInversion`) passes the phase of audio
+        already written, so consecutive segments join without a seam.
 
     Returns
     -------
@@ -192,7 +198,8 @@ def invert_magnitude(
     if init in ("griffin_lim", "pghi"):
         x0 = griffin_lim(mag, frame_length=frame_length, frame_step=frame_step, n_iter=init_iter,
                          window=window, length=length, seed=seed,
-                         init="pghi" if init == "pghi" else "random")
+                         init="pghi" if init == "pghi" else "random",
+                         known_phase=known_phase if init == "pghi" else None)
     elif init == "random":
         x0 = rng.standard_normal((mag.shape[0], length)).astype("float32") * rms[:, None]
     else:

@@ -257,6 +257,7 @@ def griffin_lim(
     length: int | None = None,
     init: str = "random",
     seed: int = 0,
+    known_phase: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reconstruct waveforms from STFT magnitudes with fast Griffin-Lim.
 
@@ -289,6 +290,9 @@ def griffin_lim(
         magnitude's gradients, far closer than random; computed on the host).
     seed : int
         Seed of the random initial phase.
+    known_phase : np.ndarray [shape=magnitude.shape], optional
+        With ``init="pghi"``: phase to keep where finite (NaN elsewhere); PGHI
+        continues it (see `vqkeras.phase.pghi.pghi_phase`).
 
     Returns
     -------
@@ -330,9 +334,13 @@ def griffin_lim(
     if init == "pghi":
         from vqkeras.phase.pghi import pghi_phase
 
+        if known_phase is not None:
+            known_phase = np.asarray(known_phase, "float64").reshape(mag.shape)
         phase = pghi_phase(mag, frame_length=frame_length, frame_step=frame_step, window=window,
-                           seed=seed)
+                           seed=seed, known_phase=known_phase)
         a_re, a_im = np.cos(phase).astype("float32"), np.sin(phase).astype("float32")
+    elif known_phase is not None:
+        raise ValueError(f"`known_phase` needs init='pghi'. Received: init={init!r}")
     else:
         a_re, a_im = initial_angles(mag.shape, init, seed)
     key = ("griffin_lim", mag.shape, p, num_frames, length, int(n_iter), float(momentum))

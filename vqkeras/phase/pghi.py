@@ -54,7 +54,8 @@ def window_lambda(window, frame_length: int) -> float:
 
 
 def pghi_phase(magnitude: np.ndarray, *, frame_length: int, frame_step: int,
-               window="hann", tol_db: float = 100.0, seed: int = 0) -> np.ndarray:
+               window="hann", tol_db: float = 100.0, seed: int = 0,
+               known_phase: np.ndarray | None = None) -> np.ndarray:
     """Phase estimate of a centred-window STFT from its magnitude by PGHI.
 
     Parameters
@@ -70,6 +71,11 @@ def pghi_phase(magnitude: np.ndarray, *, frame_length: int, frame_step: int,
         Coefficients more than this far below the item's loudest one get a random phase.
     seed : int
         Seed of that random phase.
+    known_phase : np.ndarray [shape=magnitude.shape], optional
+        Phase to keep where it is finite (NaN elsewhere), in the convention of
+        the result. The integration starts from these coefficients, so the
+        estimate continues them: streaming reconstruction passes the phase of
+        audio it has already written (`vqkeras.phase.StreamingInversion`).
 
     Returns
     -------
@@ -95,11 +101,21 @@ def pghi_phase(magnitude: np.ndarray, *, frame_length: int, frame_step: int,
     fgrad = -lam / (frame_step * fft_length) * dlog_dm
     from vqkeras.phase._heap_integration import integrate
 
+    if known_phase is None:
+        known = np.zeros(mag.shape, bool)
+    else:
+        known_phase = np.asarray(known_phase, dtype="float64")
+        if known_phase.shape != mag.shape:
+            raise ValueError(f"`known_phase` must have the magnitude's shape {mag.shape}. "
+                             f"Received: shape={known_phase.shape}")
+        known = np.isfinite(known_phase)
+        # Internally the phase is measured from the window centre (see the return).
+        phase = np.where(known, known_phase + np.pi * k, phase)
     for b in range(batch):
         usable = mag[b] > floor[b]
         item = np.ascontiguousarray(phase[b])
         integrate(np.ascontiguousarray(logmag[b]), np.ascontiguousarray(tgrad[b]),
-                  np.ascontiguousarray(fgrad[b]), usable, item)
+                  np.ascontiguousarray(fgrad[b]), usable, item, np.ascontiguousarray(known[b]))
         phase[b] = item
     # A frame's FFT starts half a frame before the window centre: bin k turns by -pi k.
     return phase - np.pi * k
