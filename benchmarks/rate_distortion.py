@@ -1,21 +1,28 @@
-"""Rate-distortion benchmark: the vqkeras codec against Opus and MP3 on notes.
+"""Rate-distortion benchmark: the vqkeras codec against Opus and MP3, per family of clips.
 
-For every clip (default: the test split of ``data/nsynth-rendered``) and every
-condition, measures the real bitrate (file bits / duration), the
-log-spectral distance (STFT 1024/256, floor 80 dB below the clip's peak) and
-ViSQOL (audio mode, both signals resampled to 48 kHz). Conditions:
+Families (default: the held-out TEST clips of the codec's training mix,
+``data/codec-mix/test/{notes,drums,samples,speech}``: notes from both
+soundfonts, real recorded drums and LMMS samples whose files training never
+saw, and espeak-ng speech of unseen sentences; ``--family NAME=DIR`` to
+choose). For every clip and condition it measures the real bitrate (file
+bits / duration), the log-spectral distance (STFT 1024/256, floor 80 dB below
+the clip's peak) and ViSQOL (audio mode, both signals resampled to 48 kHz).
+Conditions:
 
-- ``vqkeras-S<n>``: our codec with the first ``n`` RVQ stages (real .vqz sizes);
+- ``vqkeras-S<n>``: our codec with at most ``n`` RVQ stages (real .vqz files,
+  through `compress` / `decompress`);
+- ``vqkeras-1.5k``: our codec with ``--bitrate 1.5`` (the issue's target rate);
 - ``opus-<b>k``: ``opusenc --bitrate b`` then ``opusdec --rate 16000``;
 - ``mp3-<b>k``: ``lame -b b --resample 16`` then ``lame --decode``;
 - ``true-magnitude``: the clip's own STFT magnitude through our phase
   reconstruction (the upper bound of any magnitude codec using it).
 
 Also times our encoder and decoder on CPU (real-time factor = processing
-seconds per second of audio). Writes ``rate_distortion.{csv,md,png}`` under
-``--out``.
+seconds per second of audio, warm). Writes ``rate_distortion.{csv,md,png}``
+under ``--out``: a table per family and overall, and quality against rate,
+one curve per codec.
 
-Usage: ``KERAS_BACKEND=jax python benchmarks/rate_distortion.py [--max-clips 32]``
+Usage: ``KERAS_BACKEND=jax python benchmarks/rate_distortion.py [--max-clips 16]``
 """
 
 from __future__ import annotations
@@ -95,11 +102,24 @@ class Visqol:
         return float(self.api.measure_from_arrays(ref, est, 48000).moslqo)
 
 
+def _families(args) -> dict[str, Path]:
+    if args.family:
+        pairs = [f.split("=", 1) for f in args.family]
+        if any(len(p) != 2 for p in pairs):
+            raise SystemExit("--family takes NAME=DIR")
+        return {name: Path(folder) for name, folder in pairs}
+    mix = Path("data/codec-mix/test")
+    if mix.is_dir():
+        return {d.name: d for d in sorted(mix.iterdir()) if d.is_dir()}
+    return {"notes": Path("data/nsynth-rendered/nsynth-test/audio")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", default="data/nsynth-rendered/nsynth-test/audio",
-                        help="folder of 16 kHz WAV clips (default: the rendered test split)")
-    parser.add_argument("--max-clips", type=int, default=32)
+    parser.add_argument("--family", action="append", metavar="NAME=DIR",
+                        help="a family of 16 kHz WAV clips (repeatable; default: "
+                             "data/codec-mix/test/*)")
+    parser.add_argument("--max-clips", type=int, default=16, help="clips per family")
     parser.add_argument("--out", default="reports/benchmarks")
     parser.add_argument("--model", default=None, help="codec bundle (default: shipped)")
     parser.add_argument("--iterations", type=int, default=None,
@@ -108,164 +128,143 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = [tool for tool in ("opusenc", "opusdec", "lame") if not shutil.which(tool)]
     if missing:
-        print(f"note: {', '.join(missing)} not installed (Debian opus-tools / lame): baseline rows skipped",
-              file=sys.stderr)
+        print(f"note: {', '.join(missing)} not installed (Debian opus-tools / lame): baseline "
+              f"rows skipped", file=sys.stderr)
 
     import pandas as pd
 
-    from vqkeras.audio_io import read_wav
-    from vqkeras.codec import compress, container, decompress, entropy
+    from vqkeras.audio_io import read_wav, write_wav
+    from vqkeras.codec import compress, decompress
     from vqkeras.codec.codec_model import load_codec_model
-    from vqkeras.codec.pipeline import (decode_windows, encode_windows, frame_energies,
-                                        loudness_codes)
-    from vqkeras.features import SpectrogramConfig
     from vqkeras.metrics import log_spectral_distance, stft_magnitude
     from vqkeras.phase import invert_magnitude
 
-    clips_dir = Path(args.clips)
-    if clips_dir.is_dir() and (clips_dir / "audio").is_dir():
-        clips_dir = clips_dir / "audio"
-    files = sorted(clips_dir.glob("*.wav"))[: args.max_clips]
-    if not files:
-        print(f"no WAV clips in {clips_dir} (render them: vqkeras data render "
-              f"--out data/nsynth-rendered)", file=sys.stderr)
-        return 2
+    clips: list[tuple[str, Path]] = []
+    for family, folder in _families(args).items():
+        files = sorted(folder.glob("*.wav"))[: args.max_clips]
+        if not files:
+            print(f"no WAV clips in {folder} (build them: vqkeras data mix --out "
+                  f"data/codec-mix, or vqkeras data render)", file=sys.stderr)
+            return 2
+        clips += [(family, f) for f in files]
     codec = load_codec_model(args.model)
     info = codec.info
     iterations = info.iterations if args.iterations is None else args.iterations
-    spec = SpectrogramConfig(**info.spectrogram)
-    n = info.window_samples
-    waves = np.stack([read_wav(f, sample_rate=SAMPLE_RATE, num_samples=n) for f in files])
-    duration = n / SAMPLE_RATE
-    peaks = np.max(np.abs(waves), axis=1)
-    gains = np.array([container.quantize_gain(p) for p in peaks], np.uint8)
-    scale = np.array([container.dequantize_gain(g) for g in gains], np.float32)
-    normalised = np.clip(waves / np.maximum(scale, 1e-9)[:, None], -1, 1).astype(np.float32)
+    frame, hop = int(info.spectrogram["frame_length"]), int(info.spectrogram["frame_step"])
     visqol = Visqol() if not args.no_visqol else None
     rows = []
+    timing = {"encode": 0.0, "decode": 0.0, "seconds": 0.0}
 
-    def add(condition: str, kind: str, kbps, estimates: np.ndarray) -> None:
-        lsd = log_spectral_distance(waves, estimates, n_fft=1024, hop=256, floor_db=80.0)
-        for i, f in enumerate(files):
-            rows.append(dict(clip=f.stem, condition=condition, kind=kind,
-                             kbps=float(np.atleast_1d(kbps)[i] if np.ndim(kbps) else kbps),
-                             lsd_db=float(lsd[i]),
-                             visqol=visqol(waves[i], estimates[i]) if visqol else float("nan")))
-        print(f"{condition:16s} {np.mean(kbps):7.2f} kbit/s  LSD {np.mean(lsd):5.2f} dB", flush=True)
+    def add(family: str, clip: Path, condition: str, kind: str, kbps: float,
+            reference: np.ndarray, estimate: np.ndarray) -> None:
+        lsd = float(log_spectral_distance(reference[None], estimate[None], n_fft=1024, hop=256,
+                                          floor_db=80.0)[0])
+        rows.append(dict(family=family, clip=clip.stem, condition=condition, kind=kind,
+                         kbps=kbps, lsd_db=lsd,
+                         visqol=visqol(reference, estimate) if visqol else float("nan")))
 
-    # Ours, every stage count, batched (identical to the file API per window:
-    # the same .vqz bytes, loudness corrections included).
-    all_codes = encode_windows(codec, normalised, info.num_stages)
-    energies = frame_energies(info, normalised)
-    for stages in range(1, info.num_stages + 1):
-        codes = all_codes[..., :stages]
-        loudness = loudness_codes(codec, energies, codes)
-        loudness[gains == container.GAIN_SILENT] = 0
-        sizes = []
-        for i in range(len(files)):
-            header = container.VQZHeader(model_id=info.model_id, sample_rate=SAMPLE_RATE,
-                                         channels=1, num_samples=n, num_windows=1,
-                                         grid=info.grid, num_stages=stages)
-            payload = entropy.encode_indices(codes[i:i + 1], info.counts_array)
-            sizes.append(len(container.pack(header, gains[i:i + 1], payload, loudness[i:i + 1])))
-        level = scale * np.array([container.dequantize_loudness(c) for c in loudness], np.float32)
-        decoded = decode_windows(codec, codes, iterations=iterations) * level[:, None]
-        add(f"vqkeras-S{stages}", "vqkeras", 8 * np.array(sizes) / duration / 1000, decoded)
-
-    # Upper bound: true magnitude, our phase reconstruction.
-    mag = stft_magnitude(waves, spec.frame_length, spec.frame_step)
-    upper = np.asarray(invert_magnitude(mag, frame_length=spec.frame_length,
-                                        frame_step=spec.frame_step, n_iter=iterations,
-                                        length=n), np.float32)
-    add("true-magnitude", "upper bound", float("nan"), upper)
-
-    # Baselines, file by file.
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        results: dict[str, tuple[list, list]] = {}
-        for i, f in enumerate(files):
+        # Warm-up: compile every program once, outside the timings.
+        warm = read_wav(clips[0][1], sample_rate=SAMPLE_RATE)
+        write_wav(tmp / "warm.wav", warm, SAMPLE_RATE)
+        compress(tmp / "warm.wav", tmp / "warm.vqz", model=codec, progress=False)
+        decompress(tmp / "warm.vqz", tmp / "warm_out.wav", model=codec, iterations=iterations,
+                   progress=False)
+        for n, (family, path) in enumerate(clips):
+            wave = read_wav(path, sample_rate=SAMPLE_RATE)
+            duration = len(wave) / SAMPLE_RATE
             clip = tmp / "clip.wav"
-            from vqkeras.audio_io import write_wav
-
-            write_wav(clip, waves[i], SAMPLE_RATE)
+            write_wav(clip, wave, SAMPLE_RATE)
+            settings = [(f"vqkeras-S{s}", dict(stages=s)) for s in range(1, info.num_stages + 1)]
+            settings.append(("vqkeras-1.5k", dict(bitrate=1.5)))
+            for condition, options in settings:
+                t0 = time.perf_counter()
+                vqz = compress(clip, tmp / "x.vqz", model=codec, progress=False, **options)
+                t1 = time.perf_counter()
+                decompress(vqz, tmp / "x_out.wav", model=codec, iterations=iterations,
+                           progress=False)
+                t2 = time.perf_counter()
+                if condition == "vqkeras-1.5k":
+                    timing["encode"] += t1 - t0
+                    timing["decode"] += t2 - t1
+                    timing["seconds"] += duration
+                decoded = read_wav(tmp / "x_out.wav", sample_rate=SAMPLE_RATE)
+                add(family, path, condition, "vqkeras", 8 * vqz.stat().st_size / duration / 1000,
+                    wave, decoded)
+            mag = stft_magnitude(wave[None], frame, hop)
+            upper = np.asarray(invert_magnitude(mag, frame_length=frame, frame_step=hop,
+                                                n_iter=iterations, length=len(wave)))[0]
+            add(family, path, "true-magnitude", "upper bound", float("nan"), wave, upper)
             for condition, kbps, decoded in baseline_codecs(clip, tmp, duration):
-                rates, outs = results.setdefault(condition, ([], []))
-                rates.append(kbps)
-                outs.append(_align(waves[i], decoded))
-        for condition, (rates, outs) in results.items():
-            add(condition, condition.split("-")[0], np.array(rates), np.stack(outs))
-
-        # Real-time factor of the file API (one clip, all stages), after a warm-up.
-        clip = tmp / "rtf.wav"
-        write_wav(clip, waves[0], SAMPLE_RATE)
-        compress(clip, tmp / "rtf.vqz", model=codec, progress=False)
-        decompress(tmp / "rtf.vqz", tmp / "rtf_out.wav", model=codec, iterations=iterations,
-                   progress=False)
-        t0 = time.perf_counter()
-        compress(clip, tmp / "rtf.vqz", model=codec, progress=False)
-        t1 = time.perf_counter()
-        decompress(tmp / "rtf.vqz", tmp / "rtf_out.wav", model=codec, iterations=iterations,
-                   progress=False)
-        t2 = time.perf_counter()
-    rtf_enc, rtf_dec = (t1 - t0) / duration, (t2 - t1) / duration
+                add(family, path, condition, condition.split("-")[0], kbps, wave,
+                    _align(wave, decoded))
+            print(f"{n + 1}/{len(clips)} {family}/{path.name}", flush=True)
+    rtf_enc = timing["encode"] / timing["seconds"]
+    rtf_dec = timing["decode"] / timing["seconds"]
 
     df = pd.DataFrame(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "rate_distortion.csv", index=False)
-    summary = (df.groupby(["condition", "kind"], sort=False)
+    overall = df.assign(family="all")
+    summary = (pd.concat([df, overall])
+               .groupby(["family", "condition", "kind"], sort=False)
                .agg(kbps=("kbps", "mean"), lsd_db=("lsd_db", "mean"),
-                    lsd_std=("lsd_db", "std"), visqol=("visqol", "mean"))
+                    lsd_std=("lsd_db", "std"), visqol=("visqol", "mean"), clips=("clip", "count"))
                .reset_index())
-    _write_markdown(out / "rate_distortion.md", summary, len(files), iterations, rtf_enc,
-                    rtf_dec, clips_dir)
+    _write_markdown(out / "rate_distortion.md", summary, iterations, rtf_enc, rtf_dec)
     _plot(out / "rate_distortion.png", summary)
     print(summary.to_string(index=False))
     print(f"encode RTF {rtf_enc:.3f}, decode RTF {rtf_dec:.3f} (CPU, {iterations} iterations)")
     return 0
 
 
-def _verdict(summary) -> str:
-    ours = summary[summary.kind == "vqkeras"]
-    opus6 = summary[summary.condition == "opus-6k"]
-    if ours.empty or opus6.empty:
-        return "Target not evaluated (Opus or our model missing)."
-    opus6 = opus6.iloc[0]
+def _verdict(summary, rtf: float) -> list[str]:
+    """The issue-12 goal, overall and per family: at <= 1.5 kbit/s, ViSQOL >= Opus 12k's
+    and LSD below it; encode + decode at 20x real time or faster."""
     lines = []
-    # Opus's real rate on 4-s clips includes Ogg overhead; judge against both
-    # a quarter of its real rate and a quarter of the nominal 6 kbit/s.
-    for label, limit in (("real", opus6.kbps / 4), ("nominal", 1.5)):
-        cheap = ours[ours.kbps <= limit]
-        if cheap.empty:
-            lines.append(f"Target ({label} rate) NOT met: no stage count of ours is at or below "
-                         f"{limit:.2f} kbit/s.")
+    for family, group in summary.groupby("family", sort=False):
+        ours = group[(group.kind == "vqkeras") & (group.kbps <= 1.5)]
+        opus = group[group.condition == "opus-12k"]
+        if opus.empty:
+            lines.append(f"- {family}: not evaluated (no Opus)")
             continue
-        best = cheap.iloc[-1]
-        lsd_ok = best.lsd_db <= opus6.lsd_db
-        vq_ok = np.isnan(best.visqol) or best.visqol >= opus6.visqol
-        met = "met" if lsd_ok and vq_ok else "NOT met"
-        lines.append(f"Target against a quarter of Opus 6k's {label} rate ({limit:.2f} kbit/s) "
-                     f"{met}: {best.condition} at {best.kbps:.2f} kbit/s has LSD "
-                     f"{best.lsd_db:.2f} dB vs {opus6.lsd_db:.2f} dB and ViSQOL "
-                     f"{best.visqol:.2f} vs {opus6.visqol:.2f}.")
-    return "\n\n".join(lines)
+        opus = opus.iloc[0]
+        if ours.empty:
+            lines.append(f"- {family}: NOT met: no setting of ours is at or below 1.5 kbit/s")
+            continue
+        best = ours.sort_values("visqol").iloc[-1]
+        ok = best.lsd_db < opus.lsd_db and (np.isnan(best.visqol) or best.visqol >= opus.visqol)
+        lines.append(f"- {family}: {'met' if ok else 'NOT met'}: {best.condition} at "
+                     f"{best.kbps:.2f} kbit/s has ViSQOL {best.visqol:.2f} vs Opus 12k's "
+                     f"{opus.visqol:.2f} ({opus.kbps:.1f} kbit/s), LSD {best.lsd_db:.2f} vs "
+                     f"{opus.lsd_db:.2f} dB")
+    speed = "met" if rtf <= 0.05 else "NOT met"
+    lines.append(f"- speed: {speed}: encode + decode take {rtf:.3f} s per second of audio "
+                 f"({1 / rtf:.0f}x real time; the goal is 20x)")
+    return lines
 
 
-def _write_markdown(path: Path, summary, n_clips: int, iterations: int, rtf_enc: float,
-                    rtf_dec: float, clips_dir: Path) -> None:
+def _write_markdown(path: Path, summary, iterations: int, rtf_enc: float,
+                    rtf_dec: float) -> None:
     lines = ["# Rate-distortion benchmark", "",
-             f"{n_clips} clips from `{clips_dir}` (4 s, 16 kHz). Bitrate = file bits / duration "
-             f"(container overhead included). LSD: STFT 1024/256, floor 80 dB below the clip's "
-             f"peak (lower is better). ViSQOL: audio mode at 48 kHz, MOS-LQO 1-5 (higher is "
-             f"better). Phase reconstruction: {iterations} iterations.", "",
-             "| condition | kbit/s | LSD (dB) | LSD std | ViSQOL |", "|---|---:|---:|---:|---:|"]
-    for r in summary.itertuples():
-        kbps = "-" if np.isnan(r.kbps) else f"{r.kbps:.2f}"
-        lines.append(f"| {r.condition} | {kbps} | {r.lsd_db:.2f} | {r.lsd_std:.2f} | "
-                     f"{r.visqol:.2f} |")
-    lines += ["", f"Real-time factor on CPU (seconds of processing per second of audio, one "
-                  f"4-s clip, all stages): encode {rtf_enc:.3f}, decode {rtf_dec:.3f}.", "",
-              _verdict(summary), ""]
+             "Bitrate = file bits / duration (container overhead included). LSD: STFT "
+             "1024/256, floor 80 dB below the clip's peak (lower is better). ViSQOL: audio "
+             "mode at 48 kHz, MOS-LQO 1-5 (higher is better). Phase reconstruction: "
+             f"{iterations} iterations.", ""]
+    for family, group in summary.groupby("family", sort=False):
+        lines += [f"## {family} ({int(group.clips.iloc[0])} clips)", "",
+                  "| condition | kbit/s | LSD (dB) | LSD std | ViSQOL |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in group.itertuples():
+            kbps = "-" if np.isnan(r.kbps) else f"{r.kbps:.2f}"
+            lines.append(f"| {r.condition} | {kbps} | {r.lsd_db:.2f} | {r.lsd_std:.2f} | "
+                         f"{r.visqol:.2f} |")
+        lines.append("")
+    lines += [f"Real-time factor on CPU (seconds of processing per second of audio, warm, "
+              f"`--bitrate 1.5`, every clip): encode {rtf_enc:.3f}, decode {rtf_dec:.3f}.", "",
+              "## Goal (issue 12)", "", *_verdict(summary, rtf_enc + rtf_dec), ""]
     path.write_text("\n".join(lines))
 
 
@@ -275,18 +274,29 @@ def _plot(path: Path, summary) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric, label in ((axes[0], "lsd_db", "LSD (dB, lower is better)"),
-                              (axes[1], "visqol", "ViSQOL MOS-LQO (higher is better)")):
-        for kind, group in summary[summary.kbps.notna()].groupby("kind", sort=False):
-            ax.plot(group.kbps, group[metric], "o-", label=kind)
-        upper = summary[summary.kind == "upper bound"]
-        if not upper.empty and np.isfinite(upper[metric].iloc[0]):
-            ax.axhline(upper[metric].iloc[0], ls="--", c="gray", label="true magnitude")
-        ax.set_xlabel("bitrate (kbit/s)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
+    families = list(dict.fromkeys(summary.family))
+    fig, axes = plt.subplots(2, len(families), figsize=(3.6 * len(families), 6.5),
+                             squeeze=False)
+    for col, family in enumerate(families):
+        group = summary[summary.family == family]
+        for row, (metric, label) in enumerate((("lsd_db", "LSD (dB, lower is better)"),
+                                               ("visqol", "ViSQOL (higher is better)"))):
+            ax = axes[row, col]
+            curves = group[group.kbps.notna()]
+            for kind, part in curves.groupby("kind", sort=False):
+                part = part[part.condition != "vqkeras-1.5k"]
+                ax.plot(part.kbps, part[metric], "o-", label=kind)
+            capped = group[group.condition == "vqkeras-1.5k"]
+            ax.plot(capped.kbps, capped[metric], "k*", ms=12, label="vqkeras --bitrate 1.5")
+            upper = group[group.kind == "upper bound"]
+            if not upper.empty and np.isfinite(upper[metric].iloc[0]):
+                ax.axhline(upper[metric].iloc[0], ls="--", c="gray", label="true magnitude")
+            ax.set_xscale("log")
+            ax.set_xlabel("bitrate (kbit/s)")
+            ax.set_title(family if row == 0 else "")
+            ax.set_ylabel(label if col == 0 else "")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

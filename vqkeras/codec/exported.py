@@ -1,9 +1,10 @@
 """The compressor's XLA programs, saved with `jax.export` in the user cache.
 
 A warm `vqkeras compress` then needs neither Keras (about 2 s of CPU to
-import) nor the ``.keras`` file: it deserialises the STFT, the encoder and
-the decoder (weights included; the decoder measures the loudness corrections)
-and runs them; their machine code comes from JAX's
+import) nor the ``.keras`` file: it deserialises the encoder and the decoder
+(weights included; the decoder measures the loudness corrections) and runs
+them; a warm `decompress` also loads the phase reconstruction loop this way
+(`vqkeras.phase._compile`); their machine code comes from JAX's
 persistent compilation cache (`vqkeras.cache`). The first run builds them from
 the Keras model and saves them. A saved program is keyed by everything that
 changes it (model identity, shapes, stages, spectrogram settings, JAX
@@ -36,9 +37,9 @@ def _folder() -> Path | None:
     return None if root is None else root / "exported"
 
 
-def load_or_export(name: str, key: dict, example: np.ndarray,
-                   build: Callable[[], Callable]) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A function of one array: deserialised from the cache, or built, exported and saved.
+def load_or_export(name: str, key: dict, example: np.ndarray | tuple[np.ndarray, ...],
+                   build: Callable[[], Callable]) -> Callable[..., np.ndarray] | None:
+    """A function of arrays: deserialised from the cache, or built, exported and saved.
 
     Parameters
     ----------
@@ -46,8 +47,8 @@ def load_or_export(name: str, key: dict, example: np.ndarray,
         Program name (file name prefix).
     key : dict
         JSON-able description of everything the program depends on.
-    example : np.ndarray
-        An input of the exact shape and dtype the program takes.
+    example : np.ndarray or tuple of np.ndarray
+        The input(s) of the exact shape and dtype the program takes.
     build : callable
         Returns the jitted function (it may import Keras and load the model).
 
@@ -62,8 +63,10 @@ def load_or_export(name: str, key: dict, example: np.ndarray,
     import jax
     from jax import export
 
+    examples = example if isinstance(example, tuple) else (example,)
     full_key = {**key, "name": name, "format": _FORMAT, "jax": jax.__version__,
-                "shape": list(example.shape), "dtype": str(example.dtype),
+                "shape": [list(e.shape) for e in examples],
+                "dtype": [str(e.dtype) for e in examples],
                 "platform": jax.default_backend()}
     digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
     path = folder / f"{name}-{digest}.jaxexport"
@@ -72,7 +75,8 @@ def load_or_export(name: str, key: dict, example: np.ndarray,
             return export.deserialize(bytearray(path.read_bytes())).call
         except Exception as err:  # a torn or foreign file: rebuild it
             log.debug("%s: cannot deserialise (%s); exporting again", path, err)
-    exported = export.export(build())(jax.ShapeDtypeStruct(example.shape, example.dtype))
+    exported = export.export(build())(*(jax.ShapeDtypeStruct(e.shape, e.dtype)
+                                         for e in examples))
     try:
         from vqkeras.files import atomic_write_bytes
 

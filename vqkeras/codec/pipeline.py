@@ -513,7 +513,8 @@ def _choose_mode(channels: int, gram: np.ndarray) -> tuple[int, list[int], int]:
 
 def compress(input_path: str | Path, output_path: str | Path, *,
              model: str | Path | CodecModel | None = None,
-             bitrate: float | None = None, progress: bool = True) -> Path:
+             bitrate: float | None = None, stages: int | None = None,
+             progress: bool = True) -> Path:
     """Compress an audio file into a ``.vqz`` file.
 
     Parameters
@@ -530,6 +531,9 @@ def compress(input_path: str | Path, output_path: str | Path, *,
         Cap in kbit/s on the real file rate (every byte of the file over the
         clip's duration, at least one segment): the most RVQ stages that fit
         (`stage_choices`). Default: all stages (mid/side: half for the side).
+    stages : int, optional
+        At most this many stages for any signal (rate-distortion sweeps);
+        combined with ``bitrate``, the best choice that meets both.
     progress : bool
         Show a progress bar on a terminal for inputs of 4+ chunks.
 
@@ -556,6 +560,10 @@ def compress(input_path: str | Path, output_path: str | Path, *,
     info = codec.info
     if bitrate is not None:  # bad values fail now, before any work
         fit_bitrate(info, np.zeros((1, 1, 1, 1), np.int32), [(1,)], 1, 1.0, bitrate)
+    if stages is not None and (isinstance(stages, bool) or not isinstance(stages, int)
+                               or not 1 <= stages <= info.num_stages):
+        raise ValueError(f"stages must be an integer in 1..{info.num_stages}; "
+                         f"received stages={stages!r}")
     sample_rate, channels, frames = _input_info(input_path)
     if frames == 0:
         raise AudioFileError(f"{input_path}: contains no samples (empty or truncated data chunk)")
@@ -596,9 +604,10 @@ def compress(input_path: str | Path, output_path: str | Path, *,
                                   len(picked), length)
     codes, energies = _encode_signals(codec, window, gains,
                                       [i for i, on in enumerate(active) if on], length, progress)
-    choice, payloads = fit_bitrate(info, codes,
-                                   stage_choices(mode, info.num_stages, active, weaker),
-                                   segments, duration, bitrate)
+    choices = stage_choices(mode, info.num_stages, active, weaker)
+    if stages is not None:
+        choices = [c for c in choices if max(c) <= stages]
+    choice, payloads = fit_bitrate(info, codes, choices, segments, duration, bitrate)
     loudness = np.zeros(gain_codes.shape, np.int8)
     for i, s in enumerate(choice):
         if s:

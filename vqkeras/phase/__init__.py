@@ -1,8 +1,32 @@
-"""Phase reconstruction: waveforms from STFT magnitudes."""
+"""Phase reconstruction: waveforms from STFT magnitudes.
 
-from vqkeras.phase.callback import AudioReconstructionCallback
-from vqkeras.phase.gradient_inversion import invert_magnitude
-from vqkeras.phase.griffin_lim import griffin_lim
-from vqkeras.phase.pghi import pghi_phase
+The names are imported on first use, so that ``vqkeras.phase.streaming`` (the
+codec's decoder) does not pay for Keras, SciPy or matplotlib at start-up.
+"""
 
-__all__ = ["AudioReconstructionCallback", "griffin_lim", "invert_magnitude", "pghi_phase"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "AudioReconstructionCallback": "vqkeras.phase.callback",
+    "StreamingInversion": "vqkeras.phase.streaming",
+    "griffin_lim": "vqkeras.phase.griffin_lim",
+    "invert_magnitude": "vqkeras.phase.gradient_inversion",
+    "pghi_phase": "vqkeras.phase.pghi",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vqkeras.phase' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))

@@ -4,7 +4,10 @@ The loops themselves are written in `keras.ops`; only two things differ per
 backend: how a function is compiled (`jax.jit` or `tf.function`) and how a
 gradient is taken (`jax.value_and_grad` or `tf.GradientTape`). Compiled
 functions are cached per backend and per key (shape and static parameters), so
-repeated calls with the same shapes do not retrace.
+repeated calls with the same shapes do not retrace. On JAX with the user cache
+on, a compiled loop is also saved with `jax.export` (`vqkeras.codec.exported`),
+so a later process runs it without importing Keras at all (the codec's
+decoder starts in about a second).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-import keras
+from vqkeras.cache import keras_backend
 
 _CACHE: dict[tuple[str, Hashable], Callable[..., Any]] = {}
 _MAX_CACHE = 64
@@ -29,27 +32,50 @@ def compiled(key: Hashable, make_fn: Callable[[], Callable[..., Any]]) -> Callab
     make_fn : callable
         Builds the plain Python function (of tensors only) to compile.
     """
-    backend = keras.backend.backend()
+    backend = keras_backend()
     full_key = (backend, key)
     fn = _CACHE.get(full_key)
     if fn is not None:
         return fn
-    raw = make_fn()
     if backend == "jax":
-        import jax
-
-        fn = jax.jit(raw)
+        fn = _exported_or_jit(key, make_fn)
     elif backend == "tensorflow":
+        raw = make_fn()
         import tensorflow as tf
 
         # XLA is markedly faster than the plain TF graph for these FFT loops.
         fn = tf.function(raw, jit_compile=True, reduce_retracing=False)
     else:  # torch / numpy: run eagerly
-        fn = raw
+        fn = make_fn()
     if len(_CACHE) >= _MAX_CACHE:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[full_key] = fn
     return fn
+
+
+def _exported_or_jit(key: Hashable, make_fn: Callable[[], Callable[..., Any]]
+                     ) -> Callable[..., Any]:
+    """A function that, on its first call, loads the saved program for those
+    argument shapes, or builds (``jax.jit(make_fn())``) and saves it."""
+    program: list[Callable[..., Any]] = []
+
+    def call(*args):
+        if not program:
+            import hashlib
+
+            import jax
+            import numpy as np
+
+            from vqkeras.codec.exported import load_or_export
+
+            name = str(key[0]) if isinstance(key, tuple) and key else "phase"
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()
+            examples = tuple(np.asarray(a) for a in args)
+            fn = load_or_export(name, {"key": digest}, examples, lambda: jax.jit(make_fn()))
+            program.append(fn if fn is not None else jax.jit(make_fn()))
+        return program[0](*args)
+
+    return call
 
 
 def value_and_grad(loss_fn: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, Any]]:
@@ -57,7 +83,7 @@ def value_and_grad(loss_fn: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, 
 
     `loss_fn` must map one tensor to a scalar using `keras.ops` only.
     """
-    backend = keras.backend.backend()
+    backend = keras_backend()
     if backend == "jax":
         import jax
 

@@ -20,6 +20,7 @@ from vqkeras.phase.griffin_lim import (
     check_magnitude,
     default_length,
     griffin_lim,
+    to_numpy,
 )
 
 # The waveform is optimised in units of this multiple of each clip's RMS level,
@@ -209,7 +210,5 @@ def invert_magnitude(
     key = ("invert", mag.shape, p, num_frames, length, int(n_iter), float(learning_rate))
     fn = compiled(key, lambda: _make_inversion(p, window_np, num_frames, length, int(n_iter),
                                                float(learning_rate), _MIN_LR_RATIO))
-    import keras
-
-    out = keras.ops.convert_to_numpy(fn(mag, x0.astype("float32"), scale)).astype("float32")
+    out = to_numpy(fn(mag, x0.astype("float32"), scale)).astype("float32")
     return out[0] if unbatched else out
