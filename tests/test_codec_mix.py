@@ -122,19 +122,20 @@ def test_notes_come_from_the_renders_train_instruments(timgm_soundfont):
     assert {program(c) for c in test} <= set(programs["test"])
 
 
-@pytest.mark.parametrize("field, value, package", [
-    ("lmms_root", "no-such-dir", "lmms-common"),
-    ("hydrogen_root", "no-such-dir", "hydrogen-drumkits"),
-    ("espeak", "no-such-espeak-ng", "espeak-ng"),
+@pytest.mark.parametrize("family, field, value, package", [
+    ("samples", "lmms_root", "no-such-dir", "lmms-common"),
+    ("drums", "hydrogen_root", "no-such-dir", "hydrogen-drumkits"),
+    ("speech", "espeak", "no-such-espeak-ng", "espeak-ng"),
 ])
-def test_a_missing_source_names_its_package(tmp_path, field, value, package):
+def test_a_missing_source_names_its_package(tmp_path, family, field, value, package):
     if field.endswith("root"):
         value = tmp_path / value
     sources = MixSources(**{field: value})
+    sizes = MixSizes(train={family: 1}, test={})
     with pytest.raises(DatasetError, match=f"apt-get install {package}"):
-        check_sources(sources, MixSizes())
+        check_sources(sources, sizes)
     with pytest.raises(DatasetError, match=package):
-        build_mix(tmp_path / "mix", sources=sources, progress=False)
+        build_mix(tmp_path / "mix", sizes=sizes, sources=sources, progress=False)
     assert not (tmp_path / "mix").exists()  # nothing half-written
 
 
@@ -143,7 +144,7 @@ def test_a_missing_fluid_soundfont_names_its_package(monkeypatch, tmp_path):
 
     monkeypatch.setattr(render, "FLUID_SOUNDFONT", tmp_path / "FluidR3_GM.sf2")
     with pytest.raises(DatasetError, match="fluid-soundfont-gm"):
-        check_sources(MixSources(), MixSizes())
+        check_sources(MixSources(), MixSizes(train={"notes": 1}, test={}))
 
 
 def small_sizes() -> MixSizes:
@@ -187,3 +188,17 @@ def test_build_mix_writes_clips_and_manifest(tmp_path):
 def test_load_mix_names_a_missing_mix(tmp_path):
     with pytest.raises(DatasetError, match="vqkeras data mix --out"):
         load_mix(tmp_path, "train")
+
+
+def test_cli_names_the_missing_package_in_one_line(tmp_path, monkeypatch, capsys):
+    import functools
+
+    from vqkeras.cli import main
+
+    monkeypatch.setattr(codec_mix, "MixSources",
+                        functools.partial(MixSources, lmms_root=tmp_path / "no-lmms"))
+    assert main(["data", "mix", "--out", str(tmp_path / "mix"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    # One line naming every missing source (here at least LMMS; others may be missing too).
+    assert len(err.splitlines()) == 1 and "apt-get install lmms-common" in err, err
+    assert not (tmp_path / "mix").exists()

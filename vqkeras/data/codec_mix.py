@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -62,7 +63,7 @@ TAIL_DB = -40.0
 MIN_FILE_SECONDS = 0.05
 #: Share of real-audio files held out for TEST (by a hash of the path).
 TEST_PERCENT = 12
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff")
 _FORMAT_VERSION = 1
 
 
@@ -151,7 +152,7 @@ def _audio_files(root: Path, package: str, what: str) -> list[Path]:
     files = sorted(p for p in root.rglob("*")
                    if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
-        raise _missing(what, package, f"no .wav/.flac/.ogg under {root}")
+        raise _missing(what, package, f"no .wav/.flac/.ogg/.aiff under {root}")
     return files
 
 
@@ -321,19 +322,29 @@ def speech_clips(split: str, limit: int, *, espeak: str = "espeak-ng", max_piece
 
 
 def check_sources(sources: MixSources, sizes: MixSizes) -> None:
-    """Raise `DatasetError` naming the Debian package of the first missing source."""
+    """Raise one `DatasetError` naming every missing source and its Debian package."""
     def wanted(family: str) -> bool:
         return any(sizes.count(family, split) for split in SPLITS)
 
+    checks = []
     if wanted("notes"):
-        for name in sources.soundfonts:
-            resolve_soundfont(name)
+        checks += [functools.partial(resolve_soundfont, name) for name in sources.soundfonts]
     if wanted("drums"):
-        _audio_files(Path(sources.hydrogen_root), "hydrogen-drumkits", "Hydrogen drum kits")
+        checks.append(functools.partial(_audio_files, Path(sources.hydrogen_root),
+                                        "hydrogen-drumkits", "Hydrogen drum kits"))
     if wanted("samples"):
-        _audio_files(Path(sources.lmms_root), "lmms-common", "LMMS samples")
+        checks.append(functools.partial(_audio_files, Path(sources.lmms_root), "lmms-common",
+                                        "LMMS samples"))
+    problems = []
+    for check in checks:
+        try:
+            check()
+        except DatasetError as err:
+            problems.append(str(err))
     if wanted("speech") and shutil.which(sources.espeak) is None:
-        raise _missing("espeak-ng", "espeak-ng", f"no '{sources.espeak}' on PATH")
+        problems.append(str(_missing("espeak-ng", "espeak-ng", f"no '{sources.espeak}' on PATH")))
+    if problems:
+        raise DatasetError("codec mix: " + "; ".join(problems))
 
 
 def collect(family: str, split: str, sizes: MixSizes, sources: MixSources, seed: int = 0
