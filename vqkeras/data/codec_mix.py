@@ -81,9 +81,10 @@ class MixSources:
 class MixSizes:
     """Clip counts per family and split (upper bounds for the real-audio families).
 
-    The default trains on ~2,400 clips: 40% notes (half per soundfont), 20%
-    drums, ~10% lmms samples (all that the package's train files give) and
-    25% speech.
+    The defaults give 2,339 training clips: 1,000 notes (43%, half per
+    soundfont), 500 drum clips (21%), 214 LMMS clips (9%: all that
+    lmms-common's training files give; the cap of 400 is not reached) and
+    625 speech clips (27%).
     """
 
     train: dict = dataclasses.field(default_factory=lambda: {
