@@ -6,13 +6,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-deps
+MIX_STAMP := $(VENV)/.mix-deps
 EXPERIMENTS ?= experiments/nsynth-minimal.yaml experiments/fashion-mnist-minimal.yaml
 DATA_DIR ?= data/nsynth-rendered
-# Debian packages: the Fashion-MNIST set in IDX format (tests), and the
-# baseline codecs of the rate-distortion benchmark.
-DEBIAN_PACKAGES := dataset-fashion-mnist opus-tools lame
+# The notes of the reports and benchmark are rendered from TimGM6mb (in the
+# pretty_midi wheel), also where FluidR3_GM is installed (the codec mix needs it).
+REPORT_SOUNDFONT ?= TimGM6mb
+MIX_DIR ?= data/codec-mix
+# Debian packages: the Fashion-MNIST set in IDX format (tests), the
+# baseline codecs of the rate-distortion benchmark, and the small sources of
+# the codec mix that its tests read (LMMS samples, espeak-ng).
+DEBIAN_PACKAGES := dataset-fashion-mnist opus-tools lame lmms-common espeak-ng
+# Every source of the codec's training mix (vqkeras data mix): ~370 MB more.
+MIX_PACKAGES := hydrogen-drumkits lmms-common espeak-ng fluid-soundfont-gm
 
-.PHONY: all install system-deps data report test test-jax test-tensorflow bench default-model clean
+.PHONY: all install system-deps mix-deps data mix report test test-jax test-tensorflow bench default-model clean
 
 all: report
 
@@ -27,7 +35,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) $(SYSTEM_STAMP)
 
-$(SYSTEM_STAMP):
+$(SYSTEM_STAMP): Makefile
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 		if [ -n "$$missing" ]; then \
@@ -38,8 +46,22 @@ $(SYSTEM_STAMP):
 
 system-deps: $(SYSTEM_STAMP)
 
+$(MIX_STAMP): Makefile
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=""; for p in $(MIX_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		fi; \
+	else echo "not root or no apt-get: install $(MIX_PACKAGES) yourself for the codec mix"; fi
+	@mkdir -p $(VENV) && touch $@
+
+mix-deps: $(MIX_STAMP)
+
 data: $(STAMP)
-	$(BIN)/vqkeras data render --out $(DATA_DIR)
+	$(BIN)/vqkeras data render --soundfont $(REPORT_SOUNDFONT) --out $(DATA_DIR)
+
+mix: $(STAMP) $(MIX_STAMP)
+	$(BIN)/vqkeras data mix --out $(MIX_DIR)
 
 report: install data
 	$(BIN)/vqkeras report $(EXPERIMENTS)
@@ -53,15 +75,15 @@ test-jax:
 test-tensorflow:
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q -m backend tests
 
-bench: install data
+bench: install data mix
 	KERAS_BACKEND=jax $(BIN)/python benchmarks/phase_reconstruction.py
 	KERAS_BACKEND=jax $(BIN)/python benchmarks/rate_distortion.py
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/training_throughput.py --ops
 
-default-model: install data
+default-model: install mix
 	# TensorFlow: its XLA convolutions train this model ~8x faster on CPU than JAX.
-	KERAS_BACKEND=tensorflow $(BIN)/vqkeras --backend tensorflow codec train-default --data $(DATA_DIR)
+	KERAS_BACKEND=tensorflow $(BIN)/vqkeras --backend tensorflow codec train-default --data $(MIX_DIR)
 
 clean:
 	rm -rf runs reports/*/ .pytest_cache

@@ -280,10 +280,15 @@ def test_stages_for_bitrate_rules():
 
 
 @pytest.mark.slow
-def test_train_default_model_writes_a_working_bundle(rendered_dataset, notes, tmp_path):
+def test_train_default_model_writes_a_working_bundle(notes, tmp_path):
     import yaml
 
     from vqkeras.codec.default_model import DEFAULT_CONFIG, train_default_model
+    from vqkeras.data.codec_mix import MixSizes, MixSources, build_mix
+
+    # A tiny codec mix of TimGM6mb notes (the other sources are optional packages).
+    mix = build_mix(tmp_path / "mix", sizes=MixSizes(train={"notes": 8}, test={"notes": 4}),
+                    sources=MixSources(soundfonts=("TimGM6mb",)), progress=False)
 
     # The shipped recipe, shrunk to seconds: same code path, tiny network.
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -293,7 +298,7 @@ def test_train_default_model_writes_a_working_bundle(rendered_dataset, notes, tm
                         num_stages=2)
     cfg["training"].update(epochs=1, batch_size=4, verbose=0)
     cfg["phase_reconstruction"]["n_iter"] = ITERATIONS
-    bundle = train_default_model(rendered_dataset, tmp_path / "bundle", config=cfg)
+    bundle = train_default_model(mix, tmp_path / "bundle", config=cfg)
     codec = load_codec_model(bundle)
     info = codec.info
     assert info.grid == (31, 16) and np.asarray(info.counts).shape == (2, 16)

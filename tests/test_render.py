@@ -72,6 +72,19 @@ def test_render_note_missing_soundfont(tmp_path):
         render_note(tmp_path / "nope.sf2", 0, 60, 100)
 
 
+def test_soundfonts_by_name(timgm_soundfont, monkeypatch, tmp_path):
+    import vqkeras.data.render as render
+
+    assert render.named_soundfont("TimGM6mb") == timgm_soundfont
+    assert render.named_soundfont("timgm6mb.sf2") == timgm_soundfont
+    # Rendering by name uses the same file as by path (what `make data` relies on).
+    assert render._resolve_soundfont("TimGM6mb") == render._resolve_soundfont(timgm_soundfont)
+    assert render_note("TimGM6mb", 0, 60, 100).shape == (64000,)
+    monkeypatch.setattr(render, "FLUID_SOUNDFONT", tmp_path / "FluidR3_GM.sf2")
+    with pytest.raises(DatasetError, match="apt-get install fluid-soundfont-gm"):
+        render.named_soundfont("FluidR3_GM")
+
+
 def test_gm_table_is_consistent():
     assert {p.family for p in GM_PROGRAMS.values()} == set(NSYNTH_FAMILIES)
     for p in GM_PROGRAMS.values():

@@ -77,6 +77,12 @@ def _cmd_data_render(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _cmd_data_mix(args: argparse.Namespace) -> None:
+    from vqkeras.data.codec_mix import build_mix
+
+    print(build_mix(args.out, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet))
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from vqkeras.experiments.config import load_config
     from vqkeras.experiments.training import train
@@ -188,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="prepare datasets").add_subparsers(
         dest="data_command", required=True, parser_class=_Parser)
     render = data.add_parser("render", help="render a soundfont into an NSynth-layout dataset")
-    render.add_argument("--soundfont", help="SF2/SF3 file (default: FluidR3_GM if installed, else TimGM6mb)")
+    render.add_argument("--soundfont", help="SF2/SF3 file, or FluidR3_GM / TimGM6mb by name "
+                                            "(default: FluidR3_GM if installed, else TimGM6mb)")
     render.add_argument("--out", required=True, help="output folder")
     render.add_argument("--pitch-step", type=_positive_int, default=None,
                         help="render every n-th pitch of each instrument (default 8: ~2,800 notes)")
@@ -197,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="render again into a folder that an earlier render made (never a foreign folder)")
     render.add_argument("-q", "--quiet", action="store_true")
     render.set_defaults(func=_cmd_data_render)
+    mix = data.add_parser(
+        "mix", help="collect the codec's training mix (notes, drums, samples, speech)",
+        description="Write 4-s, 16 kHz clips into OUT/{train,test}/<family>/ plus manifest.csv, "
+                    "from FluidR3_GM and TimGM6mb notes, hydrogen-drumkits, lmms-common and "
+                    "espeak-ng (see docs/codec.md, 'Training data').")
+    mix.add_argument("--out", required=True, help="output folder")
+    mix.add_argument("--seed", type=int, default=0)
+    mix.add_argument("--overwrite", action="store_true",
+                     help="rebuild a folder that an earlier mix wrote (never a foreign folder)")
+    mix.add_argument("-q", "--quiet", action="store_true")
+    mix.set_defaults(func=_cmd_data_mix)
 
     train = sub.add_parser("train", help="train the run(s) of an experiment YAML")
     train.add_argument("-f", "--file", required=True, help="experiment YAML")
@@ -253,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     codec = sub.add_parser("codec", help="codec maintenance").add_subparsers(
         dest="codec_command", required=True, parser_class=_Parser)
     default = codec.add_parser("train-default", help="train the model shipped in vqkeras/assets")
-    default.add_argument("--data", default="data/nsynth-rendered")
+    default.add_argument("--data", default="data/codec-mix",
+                         help="training mix folder (built there by `vqkeras data mix` if missing)")
     default.add_argument("--out", default=None, help="output folder (default: vqkeras/assets)")
     default.set_defaults(func=_cmd_codec_train_default)
     return parser

@@ -2,8 +2,10 @@
 
 `train_default_model` reads ``experiments/codec-default.yaml`` (a residual-VQ
 VQ-VAE with a coarse 31 x 16 code grid per 4-s window), trains it on the
-rendered notes with a plain ``model.fit`` (peak-normalised clips, exactly as
-the codec normalises its windows), then measures what the codec needs:
+codec mix (`vqkeras.data.codec_mix`: soundfont notes, recorded drums, LMMS
+samples and synthesised speech) with a plain ``model.fit`` (peak-normalised
+clips, exactly as the codec normalises its windows), then measures what the
+codec needs:
 
 - per-stage code counts on the training clips (add-one smoothed: the entropy
   coder's probability tables);
@@ -25,28 +27,10 @@ import numpy as np
 
 from vqkeras.codec import container, entropy
 from vqkeras.codec.codec_model import CodecInfo, default_model_dir, save_codec_model, weights_sha256
-from vqkeras.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "codec-default.yaml"
-
-
-def _load_split(root: Path, split: str, limit: int | None, num_samples: int,
-                sample_rate: int, seed: int) -> np.ndarray:
-    """Peak-normalised clips of one split, ``(n, num_samples)`` float32."""
-    from vqkeras.audio_io import read_wav
-
-    files = sorted((root / f"nsynth-{split}" / "audio").glob("*.wav"))
-    if not files:
-        raise DatasetError(f"no WAV files in {root / f'nsynth-{split}' / 'audio'}; render the "
-                           f"dataset first: vqkeras data render --out {root}")
-    if limit is not None and len(files) > limit:
-        pick = np.random.default_rng(seed).choice(len(files), size=limit, replace=False)
-        files = [files[i] for i in sorted(pick)]
-    waves = np.stack([read_wav(f, sample_rate=sample_rate, num_samples=num_samples) for f in files])
-    peaks = np.max(np.abs(waves), axis=1, keepdims=True)
-    return (waves / np.maximum(peaks, 1e-6)).astype(np.float32)
 
 
 def measure_bitrates(model, images: np.ndarray, counts: np.ndarray, window_seconds: float
@@ -64,7 +48,7 @@ def measure_bitrates(model, images: np.ndarray, counts: np.ndarray, window_secon
     return rates
 
 
-def train_default_model(data_dir: str | os.PathLike = "data/nsynth-rendered",
+def train_default_model(data_dir: str | os.PathLike = "data/codec-mix",
                         out_dir: str | os.PathLike | None = None, *,
                         config: str | os.PathLike | None = None,
                         epochs: int | None = None, max_train: int | None = None) -> Path:
@@ -73,14 +57,16 @@ def train_default_model(data_dir: str | os.PathLike = "data/nsynth-rendered",
     Parameters
     ----------
     data_dir : str or PathLike
-        NSynth-layout dataset (``vqkeras data render --out DIR``); rendered
-        here with the default soundfont if it does not exist.
+        The codec mix (``vqkeras data mix --out DIR``); built here if it does
+        not exist (this needs the Debian packages that
+        `vqkeras.data.codec_mix` names).
     out_dir : str or PathLike, optional
         Bundle folder (default: ``vqkeras/assets``).
     config : str or PathLike, optional
         Experiment YAML (default: ``experiments/codec-default.yaml``).
     epochs, max_train : int, optional
-        Override the YAML (quick runs and tests).
+        Override the YAML (quick runs and tests). The bitrate per stage count
+        is measured on up to ``dataset.max_valid`` of the mix's TEST clips.
 
     Returns
     -------
@@ -94,29 +80,28 @@ def train_default_model(data_dir: str | os.PathLike = "data/nsynth-rendered",
     from vqkeras.experiments.models import build_model, compile_model
 
     cfg = load_config(config or DEFAULT_CONFIG)
-    data_dir = Path(data_dir)
-    if not (data_dir / "nsynth-train").is_dir():
-        from vqkeras.data.render import render_dataset
+    from vqkeras.data.codec_mix import MARKER, build_mix, load_mix
 
-        log.info("rendering the training notes into %s", data_dir)
-        render_dataset(data_dir, progress=False)
+    data_dir = Path(data_dir)
+    if not (data_dir / MARKER).is_file():
+        log.info("collecting the codec mix into %s", data_dir)
+        build_mix(data_dir)
     keras.utils.set_random_seed(cfg.seed)
     spec = cfg.spectrogram_config()
     shape = input_shape(cfg)
     time_multiple = cfg.model.time_stride
-    num_samples = cfg.spectrogram.num_samples
     sr = cfg.spectrogram.sample_rate
+    if sr != 16000 or cfg.spectrogram.num_samples != 64000:
+        raise ValueError("the codec mix holds 4-s clips at 16 kHz; the YAML asks for "
+                         f"{cfg.spectrogram.duration} s at {sr} Hz")
 
     def images_of(split: str, limit: int | None) -> np.ndarray:
-        waves = _load_split(data_dir, split, limit, num_samples, sr, cfg.seed)
+        waves, _ = load_mix(data_dir, split, limit=limit, seed=cfg.seed)
         return np.asarray(waveform_to_image(waves, spec, time_multiple=time_multiple), np.float32)
 
     t0 = time.time()
     train_images = images_of("train", max_train or cfg.dataset.max_train)
-    try:
-        held_out = images_of("valid", cfg.dataset.max_valid)
-    except DatasetError:
-        held_out = train_images[: cfg.dataset.max_valid or 64]
+    held_out = images_of("test", cfg.dataset.max_valid)
     if train_images.shape[1:] != shape:
         raise ValueError(f"images of shape {train_images.shape[1:]} do not match the model "
                          f"input {shape}")

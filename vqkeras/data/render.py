@@ -81,6 +81,37 @@ def default_soundfont(prefer_fluid: bool = True) -> Path:
         "or the pretty_midi package (ships TimGM6mb.sf2), or pass soundfont=PATH")
 
 
+#: Soundfonts known by name (``--soundfont TimGM6mb``): where each comes from.
+SOUNDFONT_NAMES = {"fluidr3_gm": "Debian's fluid-soundfont-gm", "timgm6mb": "the pretty_midi package"}
+
+
+def named_soundfont(name: str | os.PathLike) -> Path:
+    """Resolve ``FluidR3_GM`` / ``TimGM6mb`` (any case, optional ``.sf2``) or a path.
+
+    Raises
+    ------
+    DatasetError
+        If the named soundfont is not installed (naming what to install), or
+        a path does not exist.
+    """
+    key = str(name).lower().removesuffix(".sf2")
+    if key == "fluidr3_gm":
+        if FLUID_SOUNDFONT.is_file():
+            return FLUID_SOUNDFONT
+        raise DatasetError(f"FluidR3_GM not found ({FLUID_SOUNDFONT}): install Debian's "
+                           "fluid-soundfont-gm (apt-get install fluid-soundfont-gm)")
+    if key == "timgm6mb":
+        try:
+            return default_soundfont(prefer_fluid=False)
+        except DatasetError:
+            raise DatasetError("TimGM6mb not found: install the pretty_midi package "
+                               "(it ships TimGM6mb.sf2)") from None
+    path = Path(name)
+    if not path.is_file():
+        raise DatasetError(f"soundfont not found: {path} (or name one of: FluidR3_GM, TimGM6mb)")
+    return path
+
+
 class _LoadedSoundFont:
     """A parsed soundfont plus a lock: TinySoundFont objects hold voice state."""
 
@@ -104,9 +135,7 @@ def _load_soundfont(path: str) -> _LoadedSoundFont:
 
 
 def _resolve_soundfont(soundfont: str | os.PathLike | None) -> Path:
-    path = default_soundfont() if soundfont is None else Path(soundfont)
-    if not path.is_file():
-        raise DatasetError(f"soundfont not found: {path}")
+    path = default_soundfont() if soundfont is None else named_soundfont(soundfont)
     return path.resolve()
 
 

@@ -1,0 +1,111 @@
+"""Spectrogram-image MSE per family of the codec mix's TEST clips, for two codec models.
+
+A quick check of what retraining changed, without phase reconstruction: each
+clip's spectrogram image goes through ``encode`` (first ``n`` RVQ stages) and
+``decode_indices``, and the mean squared error against the input image is
+averaged per family (notes, drums, samples, speech of ``vqkeras data mix``).
+Writes ``codec_image_mse.{md,png}`` under ``--out``.
+
+Usage: ``KERAS_BACKEND=jax python benchmarks/codec_image_mse.py --old OLD_BUNDLE
+[--new vqkeras/assets] [--mix data/codec-mix] [--per-family 16]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def family_mse(bundle: str, waves: np.ndarray, families: list[str], stages: list[int]
+               ) -> dict[tuple[str, int], float]:
+    """Mean image MSE per (family, stage count)."""
+    from vqkeras.codec.codec_model import load_codec_model
+    from vqkeras.features import SpectrogramConfig, waveform_to_image
+
+    codec = load_codec_model(bundle)
+    net = codec.keras_model
+    images = np.asarray(waveform_to_image(waves, SpectrogramConfig(**codec.info.spectrogram),
+                                          time_multiple=codec.info.time_multiple), np.float32)
+    out = {}
+    for n in stages:
+        decoded = np.concatenate([
+            np.asarray(net.decode_indices(net.encode(images[i:i + 16], num_stages=n)), np.float32)
+            for i in range(0, len(images), 16)])
+        err = np.mean(np.square(decoded - images), axis=(1, 2, 3))
+        for family in sorted(set(families)):
+            out[(family, n)] = float(np.mean(err[[f == family for f in families]]))
+        out[("all", n)] = float(np.mean(err))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", required=True, help="bundle folder of the earlier model")
+    parser.add_argument("--new", default="vqkeras/assets", help="bundle folder of the new model")
+    parser.add_argument("--mix", default="data/codec-mix")
+    parser.add_argument("--per-family", type=int, default=16, help="TEST clips per family")
+    parser.add_argument("--stages", default="1,4", help="RVQ stage counts to compare")
+    parser.add_argument("--out", default="reports/benchmarks")
+    args = parser.parse_args(argv)
+
+    from vqkeras.data.codec_mix import FAMILIES, load_mix
+
+    waves, families = [], []
+    for family in FAMILIES:
+        w, rows = load_mix(args.mix, "test", families=[family], limit=args.per_family)
+        waves.append(w)
+        families += [r["family"] for r in rows]
+    waves = np.concatenate(waves)
+    stages = [int(s) for s in args.stages.split(",")]
+    results = {name: family_mse(path, waves, families, stages)
+               for name, path in (("old", args.old), ("new", args.new))}
+
+    counts = {f: families.count(f) for f in FAMILIES}
+    header = "| family (TEST clips) | " + " | ".join(
+        f"{name} model, {n} stage{'s' if n > 1 else ''}" for n in stages for name in results) + " |"
+    lines = ["# Spectrogram-image MSE on the codec mix's TEST clips", "",
+             f"old: `{args.old}`, new: `{args.new}`; images in [0, 1] (dB over 100 dB).", "",
+             header, "|---" * (1 + len(stages) * len(results)) + "|"]
+    for family in [*FAMILIES, "all"]:
+        n_clips = counts.get(family, len(families))
+        cells = [f"{results[name][(family, n)]:.5f}" for n in stages for name in results]
+        lines.append(f"| {family} ({n_clips}) | " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "codec_image_mse.md").write_text(table)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    labels = [*FAMILIES, "all"]
+    x = np.arange(len(labels))
+    width = 0.8 / (len(stages) * len(results))
+    k = 0
+    for n in stages:
+        for name in results:
+            ax.bar(x + k * width, [results[name][(f, n)] for f in labels], width,
+                   label=f"{name}, {n} stage(s)")
+            k += 1
+    ax.set_xticks(x + width * (k - 1) / 2, labels)
+    ax.set_ylabel("image MSE")
+    ax.set_title("Codec mix TEST clips: spectrogram-image MSE")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "codec_image_mse.png", dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

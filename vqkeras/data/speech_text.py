@@ -1,0 +1,183 @@
+"""Sentences and voices for the synthesised speech of the codec's training mix.
+
+Two disjoint sentence lists per language: ``TRAIN`` for training clips and
+``TEST`` for held-out clips, so the codec is measured on words it has never
+heard. The sentences are plain everyday text written for this project.
+"""
+
+from __future__ import annotations
+
+#: espeak-ng voice variants per language (``lang+variant``); all are shipped
+#: with Debian's espeak-ng-data.
+VOICES: dict[str, tuple[str, ...]] = {
+    "en": ("en+m1", "en+m2", "en+m3", "en+m4", "en+m5", "en+m7", "en+f1", "en+f2", "en+f3",
+           "en+f4", "en+croak", "en+klatt", "en+whisper", "en-us+m3", "en-us+f2", "en-gb-x-rp+m2"),
+    "de": ("de+m1", "de+m3", "de+f2", "de+f4"),
+    "fr": ("fr+m2", "fr+m4", "fr+f1", "fr+f3"),
+    "es": ("es+m1", "es+m6", "es+f2", "es+f5"),
+    "it": ("it+m3", "it+f2"),
+    "nl": ("nl+m2", "nl+f3"),
+    "pt": ("pt+m5", "pt+f4"),
+    "sv": ("sv+m4", "sv+f1"),
+}
+
+#: Share of speech clips per language (sums to 1).
+LANGUAGE_WEIGHTS: dict[str, float] = {
+    "en": 0.5, "de": 0.1, "fr": 0.1, "es": 0.1, "it": 0.05, "nl": 0.05, "pt": 0.05, "sv": 0.05,
+}
+
+TRAIN: dict[str, tuple[str, ...]] = {
+    "en": (
+        "The morning train was late again, so we walked along the canal instead.",
+        "Please put the blue folder on the second shelf next to the printer.",
+        "My grandmother grew tomatoes, beans and sunflowers behind her house.",
+        "If the weather holds, we will paint the fence on Saturday afternoon.",
+        "He counted seven boats drifting slowly past the old lighthouse.",
+        "Turn left at the bakery and the library is right across the street.",
+        "The recipe needs two eggs, a cup of flour and a pinch of salt.",
+        "She practised the violin for an hour before anyone else woke up.",
+        "Our neighbour's cat sleeps on the warm roof of the garden shed.",
+        "The meeting has been moved to Thursday at half past three.",
+        "A strong wind blew the last yellow leaves off the maple tree.",
+        "We need new batteries for the torch before the camping trip.",
+        "The children built a tall tower of wooden blocks and knocked it down.",
+        "Could you read the numbers back to me one more time, slowly?",
+        "The museum opens at ten and closes early on public holidays.",
+        "Fresh bread smells wonderful when it comes straight out of the oven.",
+        "The pilot announced that we would land twenty minutes ahead of schedule.",
+        "I forgot my umbrella on the bus, and of course it started raining.",
+        "The river rose by almost a metre after three days of heavy rain.",
+        "Every Sunday my uncle repairs old radios in his small workshop.",
+        "The first snow of the winter covered the hills during the night.",
+        "Remember to water the plants and feed the fish while I am away.",
+        "The orchestra tuned their instruments while the audience found their seats.",
+        "He wrote the address on the back of an envelope and lost it anyway.",
+        "The market sells cheese, honey, apples and freshly cut flowers.",
+        "Our football team scored twice in the last five minutes of the game.",
+        "The kettle whistled loudly, and everyone in the kitchen jumped.",
+        "A narrow path leads from the village up to the ruined castle.",
+        "The doctor said I should drink more water and sleep a little longer.",
+        "Two owls were calling to each other across the dark valley.",
+        "The new bridge will connect both sides of the town by next summer.",
+        "I would like a table for four near the window, if possible.",
+        "The old clock in the hallway strikes every hour, even at night.",
+        "They sailed along the coast for a week without seeing another ship.",
+        "Please switch off the lights and close the door when you leave.",
+        "The bakery on the corner sells the best cinnamon rolls in the city.",
+        "She found a silver coin buried in the sand near the pier.",
+        "Our teacher explained the experiment twice, but I still had questions.",
+        "The hikers reached the summit just as the clouds began to clear.",
+        "It takes about forty minutes to drive from here to the airport.",
+        "The garden was full of bees buzzing around the lavender bushes.",
+        "He tuned the guitar, cleared his throat and began to sing.",
+        "The parcel arrived three days late, and the box was badly dented.",
+        "We watched the fireworks from the roof of our apartment building.",
+        "The soup is too hot to eat, so let it cool for a minute.",
+        "Thunder rolled over the mountains and the dogs hid under the bed.",
+        "The library has a quiet room upstairs where you can study.",
+        "On clear nights you can see the planets with a small telescope.",
+    ),
+    "de": (
+        "Der Zug nach Hamburg fährt heute von Gleis sieben ab.",
+        "Am Wochenende wollen wir mit den Fahrrädern an den See fahren.",
+        "Kannst du mir bitte das Salz und den Pfeffer reichen?",
+        "Im Herbst fallen die bunten Blätter von den alten Bäumen.",
+        "Meine Schwester lernt seit drei Jahren Klavier spielen.",
+        "Das Museum ist montags geschlossen, aber dienstags wieder offen.",
+        "Der Bäcker an der Ecke backt jeden Morgen frische Brötchen.",
+        "Wir haben uns im Wald verlaufen und erst spät den Weg gefunden.",
+        "Nach dem Regen riecht die Luft im Garten ganz frisch.",
+        "Der Hund bellt jedes Mal, wenn der Briefträger klingelt.",
+        "In der Bibliothek muss man leise sein und darf nicht telefonieren.",
+        "Morgen soll es schneien, deshalb nehme ich die warme Jacke mit.",
+    ),
+    "fr": (
+        "Le train pour Lyon partira avec dix minutes de retard.",
+        "Nous avons acheté des pommes et du fromage au marché ce matin.",
+        "Ma voisine promène son chien tous les soirs au bord de la rivière.",
+        "Il fait très beau aujourd'hui, allons manger dans le jardin.",
+        "Les enfants ont construit un grand château de sable sur la plage.",
+        "Pourriez-vous répéter le numéro de téléphone plus lentement?",
+        "La bibliothèque ferme à dix-huit heures le samedi.",
+        "Mon frère répare de vieilles bicyclettes dans son garage.",
+        "Le vent a soufflé toute la nuit et la mer était agitée.",
+        "Elle a oublié ses clés sur la table de la cuisine.",
+        "Le concert commence à vingt heures dans la petite église.",
+        "Après la pluie, les escargots sortent dans le potager.",
+    ),
+    "es": (
+        "El autobús de la mañana siempre llega lleno de estudiantes.",
+        "Mi abuela prepara una sopa deliciosa con verduras del huerto.",
+        "Mañana vamos a subir a la montaña si no llueve.",
+        "Por favor, cierra la ventana porque hace mucho frío.",
+        "Los niños juegan al fútbol en la plaza hasta que anochece.",
+        "La tienda de la esquina vende pan, leche y periódicos.",
+        "Mi hermano aprendió a tocar la guitarra durante el verano.",
+        "El museo tiene una colección enorme de pinturas antiguas.",
+        "Perdí las llaves del coche y tuve que volver a casa caminando.",
+        "En primavera el parque se llena de flores de muchos colores.",
+        "El tren a Sevilla sale a las nueve y cuarto.",
+        "Necesitamos comprar pintura azul para la puerta del jardín.",
+    ),
+    "it": (
+        "Il treno per Roma parte dal binario quattro fra dieci minuti.",
+        "La mia vicina coltiva basilico e pomodori sul balcone.",
+        "Domenica andiamo al mare se il tempo resta bello.",
+        "Il museo è chiuso il lunedì ma apre presto il martedì.",
+        "Mio nonno racconta sempre storie della sua giovinezza.",
+        "Per favore, spegni la luce quando esci dalla stanza.",
+    ),
+    "nl": (
+        "De trein naar Utrecht vertrekt over vijf minuten van spoor twee.",
+        "We fietsen zaterdag langs de rivier naar het volgende dorp.",
+        "Mijn zus speelt elke avond een uur lang op de piano.",
+        "Het regent al de hele dag, dus we blijven lekker binnen.",
+        "De bakker op de hoek verkoopt heerlijk vers brood.",
+        "Kun je het raam even dichtdoen, want het tocht hier.",
+    ),
+    "pt": (
+        "O comboio para o Porto sai às nove horas da manhã.",
+        "A minha avó faz um bolo de laranja todos os domingos.",
+        "Vamos à praia amanhã se não estiver muito vento.",
+        "O mercado vende peixe fresco, fruta e flores.",
+        "O meu irmão aprendeu a nadar no verão passado.",
+        "Por favor, fecha a porta quando saíres de casa.",
+    ),
+    "sv": (
+        "Tåget till Göteborg går från spår tre om tio minuter.",
+        "Vi plockade blåbär i skogen hela eftermiddagen.",
+        "Min bror spelar gitarr i ett litet band på helgerna.",
+        "Det snöade hela natten och vägarna var vita på morgonen.",
+        "Bageriet vid torget säljer de godaste kanelbullarna.",
+        "Kan du stänga fönstret, det blir kallt här inne.",
+    ),
+}
+
+TEST: dict[str, tuple[str, ...]] = {
+    "en": (
+        "The ferry leaves the harbour at noon and returns before dark.",
+        "Someone left a bicycle leaning against the gate all weekend.",
+        "I keep my grandfather's compass in the top drawer of my desk.",
+        "The bus driver waited patiently while the old man found his ticket.",
+        "We picked strawberries until our fingers were bright red.",
+        "The lecture was interesting, but the room was far too warm.",
+        "A flock of geese flew south over the frozen lake.",
+        "Please write your name clearly at the top of every page.",
+    ),
+    "de": (
+        "Die Kinder spielen nach der Schule gern im Park Fußball.",
+        "Mein Onkel repariert alte Uhren in seiner kleinen Werkstatt.",
+    ),
+    "fr": (
+        "Le boulanger ouvre sa boutique avant le lever du soleil.",
+        "Nous avons vu un arc-en-ciel au-dessus des collines.",
+    ),
+    "es": (
+        "El perro del vecino duerme todo el día bajo el árbol.",
+        "Esta noche cenamos pescado con patatas y ensalada.",
+    ),
+    "it": ("Abbiamo visto le stelle cadenti dalla terrazza.",),
+    "nl": ("Onze kat slaapt graag in de zon op de vensterbank.",),
+    "pt": ("A biblioteca fecha mais cedo aos sábados.",),
+    "sv": ("Vi åt frukost ute i trädgården i morse.",),
+}
