@@ -50,11 +50,12 @@ class CodecInfo:
     ----------
     spectrogram : dict
         `vqkeras.features.SpectrogramConfig` fields (sample rate, frame
-        length/step, window duration, dynamic range).
+        length/step, training clip (and gain segment) duration, dynamic range).
     time_multiple : int
         Frames are cropped to a multiple of this (the encoder's time stride).
     grid : tuple of int
-        Code grid ``(h, w)`` of one window.
+        Code grid ``(h, w)`` of one training clip; the codec codes any
+        number of cells along time (``h``), ``w`` along frequency.
     num_stages : int
         RVQ stages of the model.
     num_embeddings : int
@@ -68,6 +69,10 @@ class CodecInfo:
         Default phase reconstruction iterations at decode.
     bitrate_kbps : dict
         Measured average bitrate (kbit/s) per stage count, keys ``"1"``...
+    silence_codes : list of list of int, optional
+        Codes ``(width, stages)`` of one cell of silence: the decoder's
+        context beyond a signal's ends (`vqkeras.codec.pipeline`). Computed
+        from the encoder when absent.
     """
 
     spectrogram: dict[str, Any]
@@ -79,6 +84,7 @@ class CodecInfo:
     weights_sha256: str
     iterations: int = 100
     bitrate_kbps: dict[str, float] = field(default_factory=dict)
+    silence_codes: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         self.grid = (int(self.grid[0]), int(self.grid[1]))
@@ -87,6 +93,10 @@ class CodecInfo:
             raise CodecModelError(f"codec.json: counts must have shape "
                                   f"({self.num_stages}, {self.num_embeddings}); "
                                   f"received {counts.shape}")
+        if self.silence_codes is not None and np.asarray(self.silence_codes).shape != (
+                self.grid[1], self.num_stages):
+            raise CodecModelError(f"codec.json: silence_codes must have shape "
+                                  f"({self.grid[1]}, {self.num_stages})")
         if len(self.weights_sha256) != 64:
             raise CodecModelError(f"codec.json: weights_sha256 must be 64 hex digits; "
                                   f"received {self.weights_sha256!r}")
@@ -109,7 +119,7 @@ class CodecInfo:
 
     @property
     def window_samples(self) -> int:
-        """Samples per coded window at the model's sample rate."""
+        """Samples per training clip, and per gain segment, at the model's sample rate."""
         return int(round(float(self.spectrogram["duration"]) * self.sample_rate))
 
     @property

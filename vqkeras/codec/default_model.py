@@ -128,4 +128,16 @@ def train_default_model(data_dir: str | os.PathLike = "data/codec-mix",
                      iterations=cfg.phase_reconstruction.n_iter, bitrate_kbps=rates)
     if max(info.grid) > container.MAX_GRID_SIDE:
         raise ValueError(f"code grid {info.grid} exceeds the .vqz format's limit")
-    return save_codec_model(out_dir or default_model_dir(), model, info)
+    return add_silence_codes(save_codec_model(out_dir or default_model_dir(), model, info))
+
+
+def add_silence_codes(bundle: Path) -> Path:
+    """Store the codes of silence in the bundle's ``codec.json`` (the decoder then needs
+    no encoder for the context beyond a signal's ends)."""
+    from vqkeras.codec.codec_model import BUNDLE_JSON, load_codec_model
+    from vqkeras.codec.pipeline import _silence_codes
+
+    codec = load_codec_model(bundle)
+    codec.info.silence_codes = _silence_codes(codec).astype(int).tolist()
+    (Path(bundle) / BUNDLE_JSON).write_text(codec.info.to_json())
+    return Path(bundle)

@@ -3,7 +3,7 @@
 Each RVQ stage has its own categorical distribution over its ``K`` codes,
 estimated on the training set's codes with add-one (Laplace) smoothing so
 that every code stays encodable. Symbols are coded stage by stage (all cells
-of all windows of stage 0, then stage 1, ...), each stage with its own table,
+of all cells of stage 0, then stage 1, ...), each stage with its own table,
 into one `constriction.stream.queue.RangeEncoder` stream.
 
 The tables are stored with the model (``codec.json``) as integer counts, so

@@ -1,9 +1,9 @@
 """Loudness for the codec: ITU-R BS.1770 K-weighting, in the time and frequency domain.
 
-The codec keeps each window's loudness by comparing, at encode time, the
+The codec keeps each segment's loudness by comparing, at encode time, the
 K-weighted energy of the input's STFT with that of the decoded spectrogram
 (the decoder network's output, before phase reconstruction), and storing the
-ratio as a per-window gain correction. `k_weight_power` gives the K-weighting
+ratio as a per-segment gain correction. `k_weight_power` gives the K-weighting
 filter's power response at any frequency (below 24 kHz) from the standard's
 two 48-kHz biquads, so no filter has to be redesigned for 16 kHz.
 

@@ -216,6 +216,8 @@ def _decode_codes(codec: CodecModel, codes: np.ndarray) -> np.ndarray:
 
 def _silence_codes(codec: CodecModel) -> np.ndarray:
     """Codes ``(width, stages)`` of silence: the context beyond a signal's ends."""
+    if "_silence" not in codec.__dict__ and codec.info.silence_codes is not None:
+        codec.__dict__["_silence"] = np.asarray(codec.info.silence_codes, np.int32)
     if "_silence" not in codec.__dict__:
         g = framing.Geometry.of(codec.info)
         zeros = np.zeros((1, g.chunk_frames, g.frame_length // 2, 1), np.float32)
