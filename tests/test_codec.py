@@ -169,8 +169,10 @@ def test_decoded_loudness_matches_the_input(codec, notes, tmp_path):
                     - meter.integrated_loudness(notes[i].astype(np.float64)))
     # Within 1 LU of the input (BS.1770 integrated loudness, measured by pyloudnorm).
     assert np.max(np.abs(gaps)) <= 1.0, gaps
-    # Without the stored corrections the output was 1-9 dB too quiet (issue 12).
-    assert min(corrections) > 0.5 and max(corrections) > 4.0, corrections
+    # The stored corrections do real work: without them some outputs are several dB
+    # off (the notes-only model was 1-9 dB too quiet, issue 12; the mix-trained
+    # one ranges from 1.5 dB too loud to 10 dB too quiet on these notes).
+    assert max(np.abs(corrections)) > 4.0 and len(set(corrections)) > 1, corrections
 
 
 def test_old_format_files_are_refused_with_a_reason(codec, tmp_path):

@@ -158,8 +158,9 @@ def test_saved_config_without_the_keys_means_the_thesis_layers(tmp_path):
                                keras.ops.convert_to_numpy(model(images)), atol=1e-6)
 
 
-def test_shipped_codec_model_has_no_resampling_keys():
-    """The codec model in vqkeras/assets predates the keys, so it stays on the thesis layers."""
+def test_shipped_codec_model_uses_the_thesis_layers():
+    """The codec model in vqkeras/assets uses transposed/strided convolutions (the
+    thesis layers): its config has no resampling keys or their thesis values."""
     from importlib.resources import files
 
     from vqkeras.codec.codec_model import BUNDLE_MODEL
@@ -167,7 +168,8 @@ def test_shipped_codec_model_has_no_resampling_keys():
     path = files("vqkeras") / "assets" / BUNDLE_MODEL
     with zipfile.ZipFile(str(path)) as archive:
         config = json.loads(archive.read("config.json"))["config"]
-    assert "upsampling" not in config and "downsampling" not in config
+    assert config.get("upsampling", "transpose") == "transpose"
+    assert config.get("downsampling", "strided") == "strided"
 
 
 def test_config_keys_and_errors():
