@@ -14,8 +14,9 @@ Conditions:
 - ``vqkeras-1.5k``: our codec with ``--bitrate 1.5`` (the issue's target rate);
 - ``opus-<b>k``: ``opusenc --bitrate b`` then ``opusdec --rate 16000``;
 - ``mp3-<b>k``: ``lame -b b --resample 16`` then ``lame --decode``;
-- ``true-magnitude``: the clip's own STFT magnitude through our phase
-  reconstruction (the upper bound of any magnitude codec using it).
+- ``true-magnitude``: the clip's own STFT magnitude through the codec's phase
+  reconstruction (PGHI then fast Griffin-Lim, the bundle's iterations): the
+  upper bound of any magnitude codec using it.
 
 Also times our encoder and decoder on CPU (real-time factor = processing
 seconds per second of audio, warm). Writes ``rate_distortion.{csv,md,png}``
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from vqkeras.codec import compress, decompress
     from vqkeras.codec.codec_model import load_codec_model
     from vqkeras.metrics import log_spectral_distance, stft_magnitude
-    from vqkeras.phase import invert_magnitude
+    from vqkeras.phase import griffin_lim
 
     clips: list[tuple[str, Path]] = []
     for family, folder in _families(args).items():
@@ -193,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 add(family, path, condition, "vqkeras", 8 * vqz.stat().st_size / duration / 1000,
                     wave, decoded)
             mag = stft_magnitude(wave[None], frame, hop)
-            upper = np.asarray(invert_magnitude(mag, frame_length=frame, frame_step=hop,
-                                                n_iter=iterations, length=len(wave)))[0]
+            upper = np.asarray(griffin_lim(mag, frame_length=frame, frame_step=hop,
+                                           n_iter=iterations, init="pghi", length=len(wave)))[0]
             add(family, path, "true-magnitude", "upper bound", float("nan"), wave, upper)
             for condition, kbps, decoded in baseline_codecs(clip, tmp, duration):
                 add(family, path, condition, condition.split("-")[0], kbps, wave,

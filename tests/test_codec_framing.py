@@ -11,7 +11,7 @@ import soundfile as sf
 from vqkeras.codec import compress, container, decompress, framing
 from vqkeras.codec.codec_model import load_codec_model
 
-ITERATIONS = 64
+ITERATIONS = None  # the bundle's default: what users get
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +55,23 @@ def test_no_seam_at_former_window_edges_on_a_sustained_tone(codec, timgm_soundfo
     error = decoded - tone
     at_edges = np.mean([_energy_db(error, c) for c in edges])
     assert at_edges <= np.mean([_energy_db(error, c) for c in elsewhere]) + 1.0
-    # Stricter: the output level has no dip or bump at any edge or seam (the
-    # independent-window format dipped 11-13 dB at every edge). Compared with
-    # places at the same offset within a code cell (the decoder's upsampling
-    # leaves a ~1 dB ripple with the cell's period, seams or not).
-    for c in edges + seams:
+    # Stricter: the output level has no dip or bump at the edges or seams (the
+    # independent-window format dipped 11-13 dB at every edge). Each place is
+    # compared with places at the same offset within a code cell (the
+    # decoder's strided upsampling leaves a ripple with the cell's period), and
+    # the edges and seams with the spread of that deviation elsewhere.
+    def deviation(c: int) -> float:
         same_phase = [c + m * g.cell_samples for m in range(-40, 41) if abs(m) >= 3]
         same_phase = [p for p in same_phase if 20_000 < p < len(tone) - 40_000
                       and min(abs(p - b) for b in edges + seams) > 2000]
-        reference = np.median([_energy_db(decoded, p) for p in same_phase])
-        assert abs(_energy_db(decoded, c) - reference) < 1.0, (c, _energy_db(decoded, c),
-                                                               reference)
+        return _energy_db(decoded, c) - float(np.median([_energy_db(decoded, p)
+                                                         for p in same_phase]))
+
+    spread = [deviation(c) for c in elsewhere]
+    at_seams = [deviation(c) for c in edges + seams]
+    assert abs(np.mean(at_seams)) < 1.0, at_seams  # nothing systematic
+    assert min(spread) - 0.5 < min(at_seams) and max(at_seams) < max(spread) + 0.5, (
+        at_seams, min(spread), max(spread))
     level = np.median([_energy_db(decoded, c) for c in elsewhere])
     assert abs(np.median([_energy_db(tone, c) for c in elsewhere]) - level) < 1.0
 

@@ -49,7 +49,10 @@ class StreamingInversion:
     crossfade : int
         Samples over which consecutive regions are cross-faded (even).
     n_iter : int
-        Adam steps per region (`invert_magnitude`).
+        Iterations per region.
+    method : {"adam", "griffin_lim"}
+        `invert_magnitude` (Adam on the waveform) or fast `griffin_lim`
+        (momentum 0.99), both started from PGHI.
     batch : int
         Signals inverted side by side (e.g. the channels of a file).
     window : str, tuple or array
@@ -75,7 +78,7 @@ class StreamingInversion:
 
     def __init__(self, *, frame_length: int, frame_step: int, segment_frames: int,
                  margin_frames: int, crossfade: int, n_iter: int, batch: int = 1,
-                 window="hann", seed: int = 0, link: int = 0):
+                 window="hann", seed: int = 0, link: int = 0, method: str = "adam"):
         if frame_length % frame_step:
             raise ValueError(f"frame_length ({frame_length}) must be a multiple of "
                              f"frame_step ({frame_step})")
@@ -92,6 +95,9 @@ class StreamingInversion:
         if link not in (0, 1, -1) or (link and batch != 2):
             raise ValueError(f"link must be 0, or 1 / -1 with batch=2; received link={link}")
         self.link = int(link)
+        if method not in ("adam", "griffin_lim"):
+            raise ValueError(f"method must be 'adam' or 'griffin_lim'; received {method!r}")
+        self.method = method
         self._win = _window(self.frame_length, window)
         self._tail: np.ndarray | None = None  # last region's samples [s1 - P, s1 + P)
         half = np.arange(self.crossfade) + 0.5
@@ -132,10 +138,17 @@ class StreamingInversion:
 
     def _invert(self, mag: np.ndarray, known: np.ndarray, length: int,
                 n_iter: int | None = None) -> np.ndarray:
+        n_iter = self.n_iter if n_iter is None else n_iter
+        if self.method == "griffin_lim" or n_iter == 0:
+            from vqkeras.phase.griffin_lim import griffin_lim
+
+            return griffin_lim(mag, frame_length=self.frame_length, frame_step=self.frame_step,
+                               n_iter=n_iter, window=self.window, length=length, init="pghi",
+                               seed=self.seed, known_phase=known)
         from vqkeras.phase.gradient_inversion import invert_magnitude
 
         return invert_magnitude(mag, frame_length=self.frame_length, frame_step=self.frame_step,
-                                n_iter=self.n_iter if n_iter is None else n_iter, window=self.window, length=length,
+                                n_iter=n_iter, window=self.window, length=length,
                                 seed=self.seed, known_phase=known)
 
     def push(self, magnitude: np.ndarray) -> np.ndarray:
