@@ -6,7 +6,9 @@ soundfonts, real recorded drums and LMMS samples whose files training never
 saw, and espeak-ng speech of unseen sentences; ``--family NAME=DIR`` to
 choose). For every clip and condition it measures the real bitrate (file
 bits / duration), the log-spectral distance (STFT 1024/256, floor 80 dB below
-the clip's peak) and ViSQOL (audio mode, both signals resampled to 48 kHz).
+the clip's peak), ViSQOL (audio mode, both signals resampled to 48 kHz) and
+the gap in BS.1770 integrated loudness (decoded minus input; the table shows
+the worst clip).
 Conditions:
 
 - ``vqkeras-S<n>``: our codec with at most ``n`` RVQ stages (real .vqz files,
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from vqkeras.audio_io import read_wav, write_wav
     from vqkeras.codec import compress, decompress
     from vqkeras.codec.codec_model import load_codec_model
+    from vqkeras.codec.loudness import integrated_loudness
     from vqkeras.metrics import log_spectral_distance, stft_magnitude
     from vqkeras.phase import griffin_lim
 
@@ -160,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             reference: np.ndarray, estimate: np.ndarray) -> None:
         lsd = float(log_spectral_distance(reference[None], estimate[None], n_fft=1024, hop=256,
                                           floor_db=80.0)[0])
+        gap = integrated_loudness(estimate, SAMPLE_RATE) - integrated_loudness(reference,
+                                                                              SAMPLE_RATE)
         rows.append(dict(family=family, clip=clip.stem, condition=condition, kind=kind,
-                         kbps=kbps, lsd_db=lsd,
+                         kbps=kbps, lsd_db=lsd, loudness_gap_lu=float(gap),
                          visqol=visqol(reference, estimate) if visqol else float("nan")))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = (pd.concat([df, overall])
                .groupby(["family", "condition", "kind"], sort=False)
                .agg(kbps=("kbps", "mean"), lsd_db=("lsd_db", "mean"),
-                    lsd_std=("lsd_db", "std"), visqol=("visqol", "mean"), clips=("clip", "count"))
+                    lsd_std=("lsd_db", "std"), visqol=("visqol", "mean"),
+                    loudness_worst=("loudness_gap_lu", lambda g: g.abs().max()),
+                    clips=("clip", "count"))
                .reset_index())
     _write_markdown(out / "rate_distortion.md", summary, iterations, rtf_enc, rtf_dec)
     _plot(out / "rate_distortion.png", summary)
@@ -256,12 +263,12 @@ def _write_markdown(path: Path, summary, iterations: int, rtf_enc: float,
              f"{iterations} iterations.", ""]
     for family, group in summary.groupby("family", sort=False):
         lines += [f"## {family} ({int(group.clips.iloc[0])} clips)", "",
-                  "| condition | kbit/s | LSD (dB) | LSD std | ViSQOL |",
-                  "|---|---:|---:|---:|---:|"]
+                  "| condition | kbit/s | LSD (dB) | LSD std | ViSQOL | worst loudness gap (LU) |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for r in group.itertuples():
             kbps = "-" if np.isnan(r.kbps) else f"{r.kbps:.2f}"
             lines.append(f"| {r.condition} | {kbps} | {r.lsd_db:.2f} | {r.lsd_std:.2f} | "
-                         f"{r.visqol:.2f} |")
+                         f"{r.visqol:.2f} | {r.loudness_worst:.2f} |")
         lines.append("")
     lines += [f"Real-time factor on CPU (seconds of processing per second of audio, warm, "
               f"`--bitrate 1.5`, every clip): encode {rtf_enc:.3f}, decode {rtf_dec:.3f}.", "",

@@ -14,8 +14,8 @@ Levels: the model expects peak-normalised input. Each *segment* of
 ``duration`` seconds (4 s) has a peak gain, measured over the segment and
 half a segment on either side; the signal is divided by the piecewise-linear
 interpolation of those gains between segment centres (an envelope that never
-falls below the signal's magnitude), and the decoder multiplies it back. The
-loudness correction per segment is interpolated the same way (in dB).
+falls below the signal's magnitude), and the decoder multiplies it back,
+each segment's gain times its loudness correction.
 """
 
 from __future__ import annotations
