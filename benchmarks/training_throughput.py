@@ -13,9 +13,10 @@ Models (random inputs of the right shape; the data pipeline is not timed):
 
 Each model is built with its resampling layers as in the thesis (``strided`` /
 ``transpose``) and with the replacements of
-`vqkeras.experiments.models.blocks` (``space_to_depth`` / ``subpixel``, and
-``resize``), then trained with ``train_on_batch`` (Adam) on each backend, each
-(backend, model, variant) in its own subprocess. The first steps (compilation)
+`vqkeras.experiments.models.blocks` (``space_to_depth`` / ``subpixel``), then
+trained with ``train_on_batch`` (Adam) on JAX, on JAX with
+`vqkeras.xla_flags.FAST_CPU_CONVOLUTIONS` ("jax-fastconv") and on TensorFlow,
+each (backend, model, variant) in its own subprocess, interleaved. The first steps (compilation)
 are timed apart; steps/s is over the following ``--steps`` steps, with wall
 and process CPU time. ``--ops`` adds a per-op profile: one layer's forward +
 backward + Adam step at the minimal model's size, which is where the JAX/CPU
