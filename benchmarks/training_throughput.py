@@ -44,7 +44,7 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parents[1]
 # "jax-fastconv": JAX with `vqkeras.xla_flags.FAST_CPU_CONVOLUTIONS` (convolutions on
-# XLA's Eigen kernels instead of YNNPACK).
+# XLA's Eigen kernels instead of YNNPACK; element-wise and reduction fusions on YNNPACK).
 BACKENDS = ("jax", "jax-fastconv", "tensorflow")
 # (upsampling, downsampling) variants per model. thesis-full with the thesis's layers
 # is left out: on JAX it took > 420 s for 3 steps (timed out) in earlier runs.
@@ -244,7 +244,7 @@ def write_report(rows: list[dict], out: Path, load: tuple[float, float]) -> None
             "each (backend, model, variant) in its own process; steps/s after two warm-up steps "
             "(compilation). Variants are `upsampling / downsampling` "
             "(`vqkeras.experiments.models.blocks`). `jax-fastconv`: JAX with "
-            "`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot` "
+            "`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,eltwise,reduce` "
             "(`vqkeras.xla_flags`). Ratios are against TensorFlow's row. Op rows: one layer trained alone at the "
             "minimal model's decoder size (batch 8, 32 channels, 250x64 -> 500x128).", "",
             *lines, "", "![steps per second](training_throughput.png)", ""]

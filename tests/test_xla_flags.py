@@ -1,8 +1,8 @@
 """`vqkeras.xla_flags`: the XLA:CPU flag that gives JAX's convolutions to Eigen.
 
 The flag must not change what a model computes (same outputs and gradients as
-XLA's default, up to float rounding), it must really move the convolutions
-out of YNNPACK on this jaxlib, and setting it must never override a user's
+XLA's default, up to float rounding), it must really move the convolutions'
+weight gradients out of YNNPACK on this jaxlib, and setting it must never override a user's
 ``XLA_FLAGS``.
 """
 
@@ -21,7 +21,7 @@ from vqkeras.xla_flags import FAST_CPU_CONVOLUTIONS, enable_fast_cpu_convolution
 
 # A small thesis block (3x3 and 1x1 residual convs, space-to-depth + 2x2 conv, sub-pixel
 # 2x2 conv + depth-to-space) trained one step; prints outputs, gradients and whether a
-# convolution runs inside a YNNPACK fusion in the compiled program.
+# weight-gradient convolution runs inside a YNNPACK fusion in the compiled program.
 _PROBE = r"""
 import json, os, sys
 import numpy as np
@@ -48,10 +48,13 @@ hlo = grad.lower(weights, data).compile().as_text()
 import re
 ynn_bodies = set(re.findall(r"calls=%?([\w.\-]+)[^\n]*\"__ynn_fusion\"", hlo))
 bodies = dict(re.findall(r"^%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo, re.M | re.S))
-conv_in_ynn = any("convolution(" in bodies.get(name, "") for name in ynn_bodies)
+# A weight gradient is a convolution whose window spans the image (the kernels are <= 3x3).
+windows = lambda body: re.findall(r"convolution\([^\n]*window=\{size=(\d+)x(\d+)", body)
+wgrad_in_ynn = any(int(h) > 3 and int(w) > 3 for name in ynn_bodies
+                   for h, w in windows(bodies.get(name, "")))
 print("RESULT " + json.dumps({"y": np.asarray(y).ravel().tolist(),
                               "grads": [np.asarray(g).ravel().tolist() for g in grads],
-                              "conv_in_ynn": conv_in_ynn,
+                              "wgrad_in_ynn": wgrad_in_ynn,
                               "ynn_anywhere": "__ynn_fusion" in hlo}))
 """
 
@@ -67,17 +70,17 @@ def _probe(flags: str | None) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def test_flag_keeps_results_and_moves_convolutions_out_of_ynnpack():
+def test_flag_keeps_results_and_moves_weight_gradients_out_of_ynnpack():
     default, fast = _probe(None), _probe(FAST_CPU_CONVOLUTIONS)
     np.testing.assert_allclose(fast["y"], default["y"], rtol=1e-4, atol=1e-5)
     assert len(fast["grads"]) == len(default["grads"]) == 8  # 4 convolutions x (kernel, bias)
     for g_fast, g_default in zip(fast["grads"], default["grads"]):
         assert np.any(np.asarray(g_fast) != 0)  # gradients reach every weight
         np.testing.assert_allclose(g_fast, g_default, rtol=1e-3, atol=1e-5)
-    # What the flag is for: on this jaxlib YNNPACK takes the convolutions by default,
-    # and with the flag it keeps only matrix products.
-    assert default["conv_in_ynn"], "jaxlib no longer gives convolutions to YNNPACK: revisit the flag"
-    assert not fast["conv_in_ynn"]
+    # What the flag is for: on this jaxlib YNNPACK runs the weight gradients by default,
+    # and with the flag they go to Eigen.
+    assert default["wgrad_in_ynn"], "jaxlib no longer gives weight gradients to YNNPACK: revisit the flag"
+    assert not fast["wgrad_in_ynn"]
 
 
 def test_enable_appends_and_respects_the_users_flags(monkeypatch):
