@@ -80,6 +80,13 @@ def _stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.stack([left, right], axis=1).astype("float64")
 
 
+def _spectrum_db(x: np.ndarray, n: int = 2048) -> np.ndarray:
+    """Long-term spectrum in dB (to compare signals whose phase differs)."""
+    frames = np.lib.stride_tricks.sliding_window_view(x, n)[::n // 2]
+    power = np.mean(np.abs(np.fft.rfft(frames * np.hanning(n), axis=-1)) ** 2, axis=0)
+    return 10 * np.log10(power + 1e-12)
+
+
 def _ild(audio: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(audio[:, 0] ** 2) / np.sum(audio[:, 1] ** 2)))
 
@@ -133,3 +140,72 @@ def test_mid_side_codes_the_side_at_a_lower_rate_and_the_cap_holds(codec, notes,
                       bitrate=0.7 * 8 * size / 4.0 / 1000, progress=False)
     assert capped.stat().st_size <= 0.7 * size
     assert sum(container.unpack(capped.read_bytes())[0].stages) < sum(header.stages)
+
+
+def test_cli_stereo_with_a_bitrate_cap_in_a_batch(codec, notes, tmp_path, capsys):
+    """The command line's stereo paths: two signals under one cap, several files at once."""
+    from vqkeras.cli import main
+
+    wide = _stereo(notes[2] * 0.5, notes[4] * 0.4)  # two instruments: left/right
+    narrow = _stereo(notes[1] * 0.5, notes[1] * 0.45)  # one panned note: mid/side
+    (tmp_path / "in").mkdir()
+    for name, audio in [("wide", wide), ("narrow", narrow)]:
+        sf.write(tmp_path / "in" / f"{name}.wav", audio, 16000, subtype="PCM_16")
+    cap = 2.5
+    assert main(["compress", str(tmp_path / "in"), str(tmp_path / "vqz"),
+                 "--bitrate", str(cap)]) == 0
+    for name in ("wide", "narrow"):
+        vqz = tmp_path / "vqz" / f"{name}.vqz"
+        header = container.unpack(vqz.read_bytes())[0]
+        assert header.channels == 2 and len(header.stages) == 2 and min(header.stages) > 0
+        assert 8 * vqz.stat().st_size / 4.0 / 1000 <= cap
+    modes = [container.unpack((tmp_path / "vqz" / f"{n}.vqz").read_bytes())[0].mode
+             for n in ("wide", "narrow")]
+    assert modes == [container.LEFT_RIGHT, container.MID_SIDE]
+    assert main(["decompress", str(tmp_path / "vqz"), str(tmp_path / "out"), "--format", "flac",
+                 "--iterations", "4"]) == 0
+    for name, audio in [("wide", wide), ("narrow", narrow)]:
+        out, rate = sf.read(tmp_path / "out" / f"{name}.flac")
+        assert rate == 16000 and out.shape == audio.shape
+    # Left/right: each channel has its own instrument's spectrum, not the other's.
+    out, _ = sf.read(tmp_path / "out" / "wide.flac")
+    for c in range(2):
+        own = np.corrcoef(_spectrum_db(out[:, c]), _spectrum_db(wide[:, c]))[0, 1]
+        other = np.corrcoef(_spectrum_db(out[:, c]), _spectrum_db(wide[:, 1 - c]))[0, 1]
+        assert own > other + 0.2, (c, own, other)
+    # Mid/side: the panned note keeps its level difference (0.9 dB).
+    out, _ = sf.read(tmp_path / "out" / "narrow.flac")
+    assert abs(_ild(out) - _ild(narrow)) < 0.5
+    # Below one stage each, mid/side drops its side (a centred image) to fit the cap...
+    assert main(["compress", str(tmp_path / "in" / "narrow.wav"), str(tmp_path / "n.vqz"),
+                 "--bitrate", "1.5"]) == 0
+    header = container.unpack((tmp_path / "n.vqz").read_bytes())[0]
+    assert header.mode == container.MID_SIDE and header.stages[1] == 0 < header.stages[0]
+    assert 8 * (tmp_path / "n.vqz").stat().st_size / 4.0 / 1000 <= 1.5
+    assert main(["decompress", str(tmp_path / "n.vqz"), str(tmp_path / "n.wav"),
+                 "--iterations", "4"]) == 0
+    out, _ = sf.read(tmp_path / "n.wav")
+    assert out.shape == narrow.shape and np.array_equal(out[:, 0], out[:, 1])
+    own = np.corrcoef(_spectrum_db(out[:, 0]), _spectrum_db(narrow[:, 0]))[0, 1]
+    assert own > np.corrcoef(_spectrum_db(out[:, 0]), _spectrum_db(wide[:, 0]))[0, 1] + 0.2
+    # ...while left/right, whose channels are both needed, is refused in one line.
+    assert main(["compress", str(tmp_path / "in" / "wide.wav"), str(tmp_path / "w.vqz"),
+                 "--bitrate", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--bitrate 1.5 kbit/s is below" in err and not (tmp_path / "w.vqz").exists()
+
+
+def test_digital_silence_decodes_to_silence(codec, notes, tmp_path):
+    """Cells coded as silence are gated to zero: no decoder noise floor in pauses."""
+    clip = np.zeros(6 * 16000)
+    clip[:16000] = notes[0][:16000] * np.linspace(1, 0, 16000) ** 4  # a piano note, faded out
+    clip[4 * 16000:4 * 16000 + 8000] = notes[3][:8000]  # a flute after a 3-s pause
+    decoded, _, _ = _round_trip(codec, clip, tmp_path, "pause")
+    assert decoded.shape == clip.shape
+    pause = decoded[int(1.7 * 16000):int(3.6 * 16000)]
+    # Exactly zero: without the gate, a decoder noise floor (here up to 4 LSB
+    # of 16-bit; -64 to -70 LUFS after drum hits in the benchmark).
+    assert not np.any(pause)
+    # The sounds on both sides keep their level (within 3 dB).
+    for centre in (4000, 68000):
+        assert abs(_energy_db(decoded, centre, 4000) - _energy_db(clip, centre, 4000)) < 3.0

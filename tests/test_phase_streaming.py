@@ -83,3 +83,27 @@ def test_linked_signals_stay_coherent(notes):
     with pytest.raises(ValueError, match="margin"):
         StreamingInversion(frame_length=FRAME, frame_step=HOP, segment_frames=256,
                            margin_frames=2, crossfade=1024, n_iter=1)
+
+
+def test_keep_energy_gives_each_region_the_targets_energy(notes, rng):
+    """A magnitude no signal has (blurred and noisy, as a decoder's) loses energy in
+    reconstruction; ``keep_energy`` scales it back, weighted by the bins' weights."""
+    from scipy.ndimage import uniform_filter1d
+
+    mag = _magnitude(notes[2] * 0.5)
+    blurred = (uniform_filter1d(mag, 9, axis=1)
+               * np.exp(rng.standard_normal(mag.shape))).astype("float32")
+    length = len(notes[2])
+    energy = lambda m: float(np.sum(m.astype(np.float64) ** 2))  # noqa: E731
+    plain = _stream(blurred, length, method="griffin_lim")
+    kept = _stream(blurred, length, method="griffin_lim", keep_energy=True)
+    assert 10 * np.log10(energy(blurred) / energy(_magnitude(plain[0]))) > 0.5
+    assert abs(10 * np.log10(energy(blurred) / energy(_magnitude(kept[0])))) < 0.3
+    # Weighted: the energy above 2 kHz (bin 64) is what is kept.
+    weights = (np.arange(FRAME // 2 + 1) >= 64).astype(float)
+    high = _stream(blurred, length, method="griffin_lim", keep_energy=weights)
+    ratio = energy(blurred[..., 64:]) / energy(_magnitude(high[0])[..., 64:])
+    assert abs(10 * np.log10(ratio)) < 0.3
+    with pytest.raises(ValueError, match="weights must have shape"):
+        StreamingInversion(frame_length=FRAME, frame_step=HOP, segment_frames=256,
+                           margin_frames=32, crossfade=1024, n_iter=1, keep_energy=np.ones(3))

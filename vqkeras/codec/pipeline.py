@@ -8,8 +8,9 @@ Compression
     spectrogram images chunk by chunk; the encoder turns each chunk (with
     context) into RVQ codes of one continuous cell sequence per signal ->
     the most stages whose real file size fits ``--bitrate`` -> entropy coding
-    -> a loudness correction per segment (K-weighted energy of the input's
-    spectrogram over that of the decoded one, `vqkeras.codec.loudness`) ->
+    -> a loudness correction per segment (the gain that makes a BS.1770 meter
+    read the input's loudness on the decoded spectrogram,
+    `vqkeras.codec.loudness`) ->
     `.vqz` container (version 3), written atomically.
 
 Decompression
@@ -42,6 +43,10 @@ from vqkeras.files import atomic_path, atomic_write_bytes, check_output_path
 MAX_FILE_BYTES = container.file_size(2, container.MAX_SEGMENTS, 2 * container.MAX_PAYLOAD_BYTES)
 BATCH_CHUNKS = 4
 """Chunks per network call for inputs of more than one chunk (bounded memory)."""
+LOUDNESS_SLOT = 64
+"""Samples per loudness slot (half a hop): 100 ms is 25 of them at 16 kHz."""
+SILENCE_RAMP_FRAMES = 4
+"""Frames over which the decoded gain falls to 0 inside a run of silent cells (`_silence_gate`)."""
 DEFAULT_MAX_SAMPLES = 2 * 48_000 * 3600
 """Default cap on decoded samples (all channels, at the original rate): one hour
 of 48-kHz stereo. A file announcing more is refused before anything is decoded
@@ -240,10 +245,11 @@ def _spec_config(info: CodecInfo):
 
 
 def _k_weights(info: CodecInfo) -> np.ndarray:
+    """K-weighting power per STFT bin, of the filter `_encode_signals` runs at the model rate."""
     from vqkeras.codec.loudness import k_weight_power
 
     bins = int(info.spectrogram["frame_length"]) // 2 + 1
-    return k_weight_power(np.linspace(0.0, info.sample_rate / 2, bins))
+    return k_weight_power(np.linspace(0.0, info.sample_rate / 2, bins), info.sample_rate)
 
 
 def _batch_size(chunks: int) -> int:
@@ -264,14 +270,16 @@ def _padded(batch: np.ndarray, size: int) -> np.ndarray:
 def _encode_signals(codec: CodecModel, window: framing.SampleWindow, gains: np.ndarray,
                     active: list[int], length: int, progress: bool
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Codes and input frame energies of the coded signals, chunk by chunk.
+    """Codes and input loudness slots of the coded signals, chunk by chunk.
 
     Returns
     -------
     codes : np.ndarray [shape=(signals, cells, width, stages), uint8 or int32]
-    energies : np.ndarray [shape=(signals, cells * cell_frames)]
-        K-weighted energy of each centred frame of the normalised input.
+    energies : np.ndarray [shape=(signals, cells * cell_frames * 2)]
+        Energy of the K-filtered input (not normalised) in half-hop slots
+        (`LOUDNESS_SLOT` samples), the input side of `loudness_corrections`.
     """
+    from vqkeras.codec.loudness import k_filtered_energy
     from vqkeras.features import magnitude_to_image
 
     info = codec.info
@@ -281,8 +289,8 @@ def _encode_signals(codec: CodecModel, window: framing.SampleWindow, gains: np.n
     signals = gains.shape[0]
     codes = np.zeros((signals, cells, info.grid[1], info.num_stages),
                      np.uint8 if info.num_embeddings <= 256 else np.int32)
-    energies = np.zeros((signals, cells * g.cell_frames), np.float32)
-    weight = _k_weights(info)
+    slots_per_frame = g.frame_step // LOUDNESS_SLOT
+    energies = np.zeros((signals, cells * g.cell_frames * slots_per_frame))
     batch = _batch_size(chunks)
     half = g.frame_length // 2
     chunk_frames = framing.CHUNK_CELLS * g.cell_frames
@@ -301,15 +309,19 @@ def _encode_signals(codec: CodecModel, window: framing.SampleWindow, gains: np.n
             mags = framing.chunk_magnitudes(normalised[s], g, n)
             images = magnitude_to_image(mags, config, time_multiple=g.cell_frames)
             out = _encode_images(codec, _padded(images, batch), info.num_stages)[:n]
+            # Slots from sample `a` on (a multiple of the slot); the context
+            # before each chunk's centre lets the K-filter settle.
+            slots = k_filtered_energy(samples[s], g.sample_rate, LOUDNESS_SLOT)
             for i in range(n):
                 c0 = (first + i) * framing.CHUNK_CELLS
                 keep = min(framing.CHUNK_CELLS, cells - c0)
                 if keep <= 0:
                     continue
                 codes[s, c0:c0 + keep] = out[i, framing.CONTEXT_CELLS:framing.CONTEXT_CELLS + keep]
-                centre = mags[i, context_frames:context_frames + keep * g.cell_frames]
-                energies[s, c0 * g.cell_frames:(c0 + keep) * g.cell_frames] = (
-                    (centre.astype(np.float64) ** 2) @ weight)
+                lo, hi = (c0 * g.cell_frames * slots_per_frame,
+                          (c0 + keep) * g.cell_frames * slots_per_frame)
+                offset = (frame0 * g.frame_step - half) // LOUDNESS_SLOT
+                energies[s, lo:hi] = slots[lo - offset:hi - offset]
         if bar is not None:
             bar.update(n)
     if bar is not None:
@@ -344,80 +356,95 @@ def _decoded_magnitudes(codec: CodecModel, codes: np.ndarray, chunks: range) -> 
         part = chunk_list[i:i + batch]
         stack = np.stack([_chunk_codes(codes, silence, k) for k in part])
         images = _decode_codes(codec, _padded(stack, batch))[:len(part)]
-        out.append(image_to_magnitude(images, _spec_config(info), num_frames=g.chunk_frames))
+        mags = image_to_magnitude(images, _spec_config(info), num_frames=g.chunk_frames)
+        out.append(mags * _silence_gate(stack, silence, g.cell_frames)[..., None])
     return np.concatenate(out)
 
 
+def _silence_gate(stack: np.ndarray, silence: np.ndarray, cell_frames: int) -> np.ndarray:
+    """Frame gains ``(chunks, frames)``: 0 in cells coded as silence, 1 elsewhere.
+
+    The encoder codes cells of digital silence with exactly the codes of
+    silence (at every stage). The decoder network turns them into a noise
+    floor (about -70 dB under the segment's peak, and higher at one stage),
+    which a loudness meter's absolute gate lets through: its blocks then
+    dilute the relative gate, and the meter's reading of a short sound in
+    silence jumps by up to 14 LU with small changes of the decoded tail.
+    Gating those cells to zero gives silence for silence; the gain ramps over
+    `SILENCE_RAMP_FRAMES` inside the silent run, so sounds keep their edges.
+    """
+    stages = stack.shape[-1]
+    silent = np.all(stack == silence[None, None, :, :stages], axis=(2, 3))
+    frames = np.repeat(silent, cell_frames, axis=1)
+    gain = (~frames).astype(np.float32)
+    for step in range(1, SILENCE_RAMP_FRAMES):
+        near = np.zeros_like(frames)  # silent frames `step` frames from a sounding one
+        near[:, step:] |= ~frames[:, :-step]
+        near[:, :-step] |= ~frames[:, step:]
+        gain = np.maximum(gain, np.where(near & frames, 1.0 - step / SILENCE_RAMP_FRAMES, 0.0))
+    return gain
+
+
 def loudness_corrections(codec: CodecModel, codes: np.ndarray, energies: np.ndarray,
-                         gains: np.ndarray, stages: int) -> np.ndarray:
+                         gains: np.ndarray, stages: int, length: int) -> np.ndarray:
     """Per-segment loudness corrections (int8 codes) that undo the model's level loss.
 
-    The decoder network's spectrogram is compared with the input's STFT under
-    BS.1770 K-weighting, both weighted by the gain envelope: the correction
-    is the ratio of their gated loudness over each segment (400-ms blocks,
-    relative gate at -10 dB, each signal gated on its own, as a meter
-    would). Phase reconstruction keeps the spectrogram's energy to within
-    ~0.1 dB, so no trial decode is needed.
+    Each segment's correction makes a BS.1770 meter read the same on the
+    decoded segment as on the input, each signal measured on its own
+    (`vqkeras.codec.loudness`). The input side is exact (its K-filtered
+    samples). The output side is predicted from the decoder network's
+    spectrogram times the gain envelope, under K-weighting: the decoder's
+    phase reconstruction keeps the spectrogram's energy region by region
+    (``keep_energy``), so no trial decode is needed.
 
     Parameters
     ----------
     codes : np.ndarray [shape=(cells, width, >= stages)]
-    energies : np.ndarray [shape=(cells * cell_frames,)]
-        K-weighted input energy per frame (`_encode_signals`).
+    energies : np.ndarray [shape=(cells * cell_frames * frame_step // LOUDNESS_SLOT,)]
+        K-filtered input energy per slot (`_encode_signals`).
     gains : np.ndarray [shape=(segments,)]
         Linear segment gains.
     stages : int
         Stages that are stored.
+    length : int
+        Samples of the signal at the model rate.
     """
+    from vqkeras.codec.loudness import matching_gain_db
+
     info = codec.info
     g = framing.Geometry.of(info)
     weight = _k_weights(info)
     chunks = g.num_chunks(codes.shape[0])
     context_frames = framing.CONTEXT_CELLS * g.cell_frames
     chunk_frames = framing.CHUNK_CELLS * g.cell_frames
-    decoded = np.zeros_like(energies)
+    decoded = np.zeros(codes.shape[0] * g.cell_frames)
     step = _batch_size(chunks)
     for first in range(0, chunks, step):
         part = range(first, min(chunks, first + step))
         mags = _decoded_magnitudes(codec, codes[..., :stages], part)
         for i, k in enumerate(part):
             f0 = k * chunk_frames
-            keep = min(chunk_frames, len(energies) - f0)
+            keep = min(chunk_frames, len(decoded) - f0)
             centre = mags[i, context_frames:context_frames + keep]
             decoded[f0:f0 + keep] = (centre.astype(np.float64) ** 2) @ weight
-    frame_times = np.arange(len(energies)) * g.frame_step
-    env2 = np.interp(frame_times, g.segment_centres(len(gains)), gains) ** 2
-    segment_of = np.minimum(frame_times // g.segment, len(gains) - 1)
-    block = max(1, round(0.4 * g.sample_rate / g.frame_step))  # 400-ms gating blocks
-    hop = max(1, round(0.1 * g.sample_rate / g.frame_step))  # 75 % overlap
+    # One-sided STFT energy -> the samples' energy over one hop (Parseval, and
+    # the squared window summing to sum(w^2) / hop over overlapping frames).
+    window = framing.hann(g.frame_length).astype(np.float64)
+    decoded *= 2.0 * g.frame_step / (g.frame_length * np.sum(window ** 2))
+    decoded *= np.interp(np.arange(len(decoded)) * g.frame_step,
+                         g.segment_centres(len(gains)), gains) ** 2
+    # Frame f is centred on sample f * hop: half of it to each slot around.
+    per_frame = g.frame_step // LOUDNESS_SLOT
+    predicted = np.roll(np.repeat(decoded / per_frame, per_frame), -(per_frame // 2))
+    predicted[-(per_frame // 2):] = 0.0
     out = np.zeros(len(gains), np.int8)
     for k in range(len(gains)):
-        frames = segment_of == k
-        level_in = _gated_level(energies[frames] * env2[frames], block, hop)
-        level_out = _gated_level(decoded[frames] * env2[frames], block, hop)
-        if level_in > 0 and level_out > 0:
-            out[k] = container.quantize_loudness(10.0 * np.log10(level_in / level_out))
+        lo = k * g.segment // LOUDNESS_SLOT
+        hi = min((k + 1) * g.segment, length) // LOUDNESS_SLOT
+        if hi > lo:
+            out[k] = container.quantize_loudness(
+                matching_gain_db(energies[lo:hi], predicted[lo:hi], LOUDNESS_SLOT, g.sample_rate))
     return out
-
-
-def _gated_level(frame_energy: np.ndarray, block: int, hop: int) -> float:
-    """BS.1770-style gated mean of per-frame energies (linear; only ratios matter).
-
-    Frames are grouped into 400-ms blocks with 75 % overlap; blocks more than
-    10 dB below the mean of all blocks are dropped (the relative gate), as the
-    loudness meter does to the whole file.
-    """
-    e = np.asarray(frame_energy, np.float64)
-    if e.size == 0:
-        return 0.0
-    if len(e) <= block:
-        blocks = np.array([e.mean()])
-    else:
-        cumulative = np.concatenate([[0.0], np.cumsum(e)])
-        starts = np.arange(0, len(e) - block + 1, hop)
-        blocks = (cumulative[starts + block] - cumulative[starts]) / block
-    kept = blocks[blocks >= 0.1 * blocks.mean()]
-    return float(kept.mean()) if kept.size else 0.0
 
 
 def stage_choices(mode: int, num_stages: int, active: list[bool], weaker: int = 1
@@ -426,8 +453,10 @@ def stage_choices(mode: int, num_stages: int, active: list[bool], weaker: int = 
 
     Mono: all stages down to one. Left/right: equal stages for both signals.
     Mid/side: the weaker of mid and side (signal ``weaker``, usually the
-    side) at about half the stages of the other. A silent signal always
-    gets 0 (so an anti-phase file codes its side with every stage).
+    side) at about half the stages of the other, and last, the weaker one
+    dropped (0 stages: decoded as silence, so the image collapses to the
+    centre) for caps that one stage each does not fit. A silent signal
+    always gets 0 (so an anti-phase file codes its side with every stage).
     """
     choices = []
     for s in range(num_stages, 0, -1):
@@ -439,6 +468,9 @@ def stage_choices(mode: int, num_stages: int, active: list[bool], weaker: int = 
             half = max(1, (s + 1) // 2)
             pair = (s, half) if weaker == 1 else (half, s)
         choices.append(tuple(p if on else 0 for p, on in zip(pair, active)))
+    if mode == container.MID_SIDE and all(active):
+        # Last resort under a tight cap: drop the weaker signal (a mono image).
+        choices.append((1, 0) if weaker == 1 else (0, 1))
     return choices
 
 
@@ -489,7 +521,7 @@ def fit_bitrate(info: CodecInfo, codes: np.ndarray, choices: list[tuple[int, ...
             return choice, payloads
     lowest = 8.0 * size / seconds / 1000.0
     raise CodecLimitError(f"--bitrate {bitrate:g} kbit/s is below the lowest rate this clip "
-                          f"can be coded at: {lowest:.2f} kbit/s (one stage, header included)")
+                          f"can be coded at: {lowest:.2f} kbit/s (fewest stages, header included)")
 
 
 def _input_info(path: Path) -> tuple[int, int, int]:
@@ -620,7 +652,13 @@ def compress(input_path: str | Path, output_path: str | Path, *,
     loudness = np.zeros(gain_codes.shape, np.int8)
     for i, s in enumerate(choice):
         if s:
-            loudness[i] = loudness_corrections(codec, codes[i], energies[i], gains[i], s)
+            loudness[i] = loudness_corrections(codec, codes[i], energies[i], gains[i], s,
+                                              length)
+    for i, s in enumerate(choice):
+        if not s:  # silent, or dropped to fit the cap
+            gain_codes[i] = container.GAIN_SILENT
+    if 0 in choice:
+        link = container.LINK_NONE
     loudness[gain_codes == container.GAIN_SILENT] = 0
     header = container.VQZHeader(model_id=info.model_id, sample_rate=sample_rate,
                                  channels=channels, num_samples=frames,
@@ -737,6 +775,7 @@ def decode_stream(codec: CodecModel, header: container.VQZHeader, gains: np.ndar
                                    margin_frames=framing.MARGIN_FRAMES,
                                    crossfade=framing.CROSSFADE, n_iter=iterations,
                                    batch=len(active), method=PHASE_METHOD,
+                                   keep_energy=_k_weights(info),
                                    link={container.LINK_SAME: 1, container.LINK_INVERTED: -1}.get(
                                        header.link, 0) if len(active) == 2 else 0)
     region = slice(framing.CONTEXT_CELLS * g.cell_frames - framing.MARGIN_FRAMES,

@@ -80,6 +80,28 @@ def read_blocks(path: str | Path, sample_rate: int, mix: np.ndarray | None = Non
                 return
 
 
+SOFT_CLIP_KNEE = 0.9
+"""Level (linear) above which `soft_clip` bends the signal towards full scale."""
+
+
+def soft_clip(audio: np.ndarray, knee: float = SOFT_CLIP_KNEE) -> np.ndarray:
+    """``audio`` unchanged up to ``knee``, then bent smoothly so that it never reaches 1.
+
+    Phase reconstruction does not keep the input's crest factor: a
+    loudness-matched decode of a dense, peak-normalised clip can peak several
+    dB over full scale. A hard clip there has a corner at every over; this
+    curve, ``knee + (1 - knee) * tanh((|x| - knee) / (1 - knee))``, has the
+    same slope as the signal at the knee. Memoryless, so it streams.
+    """
+    x = np.asarray(audio, np.float32)
+    over = np.abs(x) > knee
+    if not over.any():
+        return x
+    span = 1.0 - knee
+    bent = np.sign(x) * (knee + span * np.tanh((np.abs(x) - knee) / span))
+    return np.where(over, bent, x).astype(np.float32)
+
+
 class StreamWriter:
     """Write model-rate audio to a sound file as it is decoded.
 
@@ -123,7 +145,7 @@ class StreamWriter:
         self._left_out = int(num_samples)
 
     def _emit(self, audio: np.ndarray) -> None:
-        audio = np.clip(audio[:self._left_out], -1.0, 1.0).astype(np.float32)
+        audio = soft_clip(audio[:self._left_out])
         self._left_out -= len(audio)
         for start in range(0, len(audio), self._frames):
             part = audio[start:start + self._frames]

@@ -66,6 +66,14 @@ class StreamingInversion:
         coherent signals (a panned source; its mid and side) this keeps them
         coherent: inverted on their own, the two drift apart and the stereo
         image smears (correlation 0.86 instead of 0.998 on a panned note).
+    keep_energy : bool or np.ndarray
+        Scale each region's audio so that its STFT energy over the segment
+        equals the target magnitude's (at most +-6 dB); an array of
+        ``frame_length // 2 + 1`` bin weights measures a weighted energy
+        instead (e.g. a loudness weighting). A magnitude no signal has
+        exactly (a decoder network's) loses 0.5-1.5 dB of energy in
+        reconstruction, unevenly across frequency, and a codec that set its
+        level from the magnitude would come out that much too quiet.
 
     Examples
     --------
@@ -78,7 +86,8 @@ class StreamingInversion:
 
     def __init__(self, *, frame_length: int, frame_step: int, segment_frames: int,
                  margin_frames: int, crossfade: int, n_iter: int, batch: int = 1,
-                 window="hann", seed: int = 0, link: int = 0, method: str = "adam"):
+                 window="hann", seed: int = 0, link: int = 0, method: str = "adam",
+                 keep_energy: bool | np.ndarray = False):
         if frame_length % frame_step:
             raise ValueError(f"frame_length ({frame_length}) must be a multiple of "
                              f"frame_step ({frame_step})")
@@ -98,6 +107,14 @@ class StreamingInversion:
         if method not in ("adam", "griffin_lim"):
             raise ValueError(f"method must be 'adam' or 'griffin_lim'; received {method!r}")
         self.method = method
+        if isinstance(keep_energy, (bool, np.bool_)):
+            self._bin_weights = np.ones(frame_length // 2 + 1) if keep_energy else None
+        else:
+            self._bin_weights = np.asarray(keep_energy, np.float64)
+            if self._bin_weights.shape != (frame_length // 2 + 1,):
+                raise ValueError(f"keep_energy weights must have shape ({frame_length // 2 + 1},); "
+                                 f"received shape={self._bin_weights.shape}")
+        self.keep_energy = self._bin_weights is not None
         self._win = _window(self.frame_length, window)
         self._tail: np.ndarray | None = None  # last region's samples [s1 - P, s1 + P)
         half = np.arange(self.crossfade) + 0.5
@@ -151,6 +168,19 @@ class StreamingInversion:
                                 n_iter=n_iter, window=self.window, length=length,
                                 seed=self.seed, known_phase=known)
 
+    def _energy_gain(self, mag: np.ndarray, wave: np.ndarray) -> np.ndarray:
+        """Per-signal gain that gives ``wave`` the segment frames' energy of ``mag``."""
+        first, n, step = self.margin_frames, self.frame_length, self.frame_step
+        centres = (first + np.arange(self.segment_frames)) * step
+        frames = np.lib.stride_tricks.sliding_window_view(
+            np.asarray(wave, np.float64), n, axis=1)[:, centres - n // 2]
+        got = np.abs(np.fft.rfft(frames * self._win, axis=-1)) ** 2 @ self._bin_weights
+        want = mag[:, first:first + self.segment_frames].astype(np.float64) ** 2 @ self._bin_weights
+        got, want = got.sum(axis=1), want.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.sqrt(want / got)
+        return np.where(np.isfinite(gain), np.clip(gain, 0.5, 2.0), 1.0).astype(np.float32)
+
     def push(self, magnitude: np.ndarray) -> np.ndarray:
         """Invert the next region; return the samples that are now final.
 
@@ -184,6 +214,8 @@ class StreamingInversion:
             wave = np.concatenate([first, self._invert(mag[1:], linked, length, n_iter=0)])
         else:
             wave = self._invert(mag, known, length)
+        if self.keep_energy:
+            wave = wave * self._energy_gain(mag, wave)[:, None]
         p, x = self.margin_samples, self.crossfade // 2
         if self._tail is None:
             out = wave[:, p:p + self.segment_samples - x]
