@@ -34,3 +34,23 @@ def test_permissions_follow_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
+    from vqkeras.files import atomic_folder
+
+    out = tmp_path / "set"
+    with atomic_folder(out) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    with pytest.raises(RuntimeError, match="stop"):
+        with atomic_folder(out) as tmp:
+            (tmp / "b.txt").write_text("second")
+            raise RuntimeError("stop")
+    # The failed build left the old folder as it was, and no temporary folder.
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+    with atomic_folder(out) as tmp:
+        (tmp / "c.txt").write_text("third")
+    assert sorted(p.name for p in out.iterdir()) == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -89,6 +90,38 @@ def atomic_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; swap it in if the block succeeds.
+
+    A folder that is only ever seen complete (a rendered data set): on any
+    error the temporary folder is removed and ``path`` is left as it was; on
+    success an existing ``path`` is moved aside, replaced, then deleted.
+
+    Examples
+    --------
+    >>> with atomic_folder("data/set") as tmp:
+    ...     (tmp / "a.wav").write_bytes(b"...")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            trash = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, trash)
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *,

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from vqkeras.errors import DatasetError
+from vqkeras.files import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -436,12 +437,9 @@ def build_mix(out_dir: str | os.PathLike, *, sizes: MixSizes | None = None,
                                "overwrite=True (--overwrite) or choose another folder")
     check_sources(sources, sizes)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
     rows: list[dict] = []
     summary: dict[str, dict] = {}
-    try:
+    with atomic_folder(out_dir) as tmp_dir:
         for split in SPLITS:
             for family in FAMILIES:
                 clips = collect(family, split, sizes, sources, seed)
@@ -458,7 +456,7 @@ def build_mix(out_dir: str | os.PathLike, *, sizes: MixSizes | None = None,
                     "seconds": round(sum(c.seconds for c in clips), 1)}
                 if progress:
                     log.info("mix: %s/%s: %d clips from %d sources", split, family,
-                                len(clips), summary[family][split]["sources"])
+                             len(clips), summary[family][split]["sources"])
         with open(tmp_dir / MANIFEST, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
@@ -466,16 +464,6 @@ def build_mix(out_dir: str | os.PathLike, *, sizes: MixSizes | None = None,
         # Written last: its presence means the folder is complete.
         (tmp_dir / MARKER).write_text(json.dumps({"parameters": params, "summary": summary},
                                                  indent=1, ensure_ascii=False))
-        if out_dir.exists():
-            trash = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, trash)
-            os.replace(tmp_dir, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from vqkeras.data.gm_families import (
     gm_program,
 )
 from vqkeras.errors import DatasetError
+from vqkeras.files import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -433,11 +433,7 @@ def render_dataset(
         counters[(info.family, info.source)] = k + 1
         instrument_str[program] = f"{info.family}_{info.source}_{k:03d}"
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    try:
+    with atomic_folder(out_dir) as tmp_dir:
         examples: dict[str, dict[str, dict]] = {split: {} for split in SPLITS}
         for split in SPLITS:
             (tmp_dir / f"nsynth-{split}" / "audio").mkdir(parents=True)
@@ -485,16 +481,6 @@ def render_dataset(
         }
         # The marker is written last: its presence means the folder is complete.
         (tmp_dir / MARKER).write_text(json.dumps(summary, indent=1))
-        if out_dir.exists():
-            trash = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, trash)
-            os.replace(tmp_dir, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     log.info("rendered %d notes into %s (%s; dropped %s)", kept, out_dir, summary["notes"], dropped)
     return out_dir
 
