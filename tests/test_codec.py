@@ -11,6 +11,7 @@ import pytest
 
 from vqkeras.codec import compress, container, decompress, entropy
 from vqkeras.codec.codec_model import CodecInfo, load_codec_model
+from vqkeras.codec.loudness import integrated_loudness
 from vqkeras.errors import CodecFormatError, CodecLimitError
 
 ITERATIONS = 64  # phase reconstruction steps in tests (~0.1 s a chunk once compiled)
@@ -338,3 +339,33 @@ def test_stage_choices_per_mode():
     assert stage_choices(container.MID_SIDE, 2, [True, True], weaker=0)[-2:] == [(1, 1), (0, 1)]
     # A silent signal always gets 0 stages (anti-phase: the mid is silent).
     assert stage_choices(container.MID_SIDE, 2, [False, True]) == [(0, 2), (0, 1)]
+
+
+def test_dense_full_scale_clips_keep_their_loudness(codec, notes, tmp_path, monkeypatch):
+    """Phase reconstruction raises the crest factor of dense sounds: a hard-clipped
+    organ or a square wave comes back peaking over full scale. The decoder refits
+    those regions' phase within range instead of clipping them (which lost 2 LU)."""
+    import soundfile as sf
+
+    from vqkeras.codec import pipeline
+
+    organ = np.clip(notes[7] / np.abs(notes[7]).max() * 4, -1, 1)
+    square = np.sign(np.sin(np.arange(64000) * 0.02))
+    gaps = {}
+    for name, clip in [("organ", organ), ("square", square)]:
+        sf.write(tmp_path / f"{name}.wav", clip, 16000, subtype="PCM_16")
+        for refit in (True, False):
+            if not refit:
+                monkeypatch.setattr(pipeline, "_peak_projection", lambda *args: None)
+            vqz = compress(tmp_path / f"{name}.wav", tmp_path / "x.vqz", model=codec,
+                           progress=False)
+            out = decompress(vqz, tmp_path / "x.wav", model=codec, iterations=ITERATIONS,
+                             progress=False)
+            decoded, _ = sf.read(out)
+            written, _ = sf.read(tmp_path / f"{name}.wav")
+            gaps[name, refit] = (integrated_loudness(decoded, 16000)
+                                 - integrated_loudness(written, 16000))
+            monkeypatch.undo()
+    for name in ("organ", "square"):
+        assert abs(gaps[name, True]) <= 1.0, gaps
+        assert gaps[name, False] < gaps[name, True] - 0.5, gaps  # clipping afterwards loses level

@@ -756,6 +756,41 @@ def decompress(input_path: str | Path, output_path: str | Path, *,
     return output_path
 
 
+PEAK = 0.95
+"""Largest sample the decoder refits an over-range region to (the writer soft-clips above 0.9)."""
+OVER = 1.0
+"""A region is refitted only if it would exceed this: milder peaks cost the soft clip little."""
+
+
+def _peak_projection(level: np.ndarray, active: list[int], mode: int, g: framing.Geometry):
+    """`StreamingInversion` ``peak_projection`` for the written channels of a file.
+
+    The inversion's signals are normalised (mono, left/right or mid/side,
+    before the gain and loudness envelope ``level``); the channels written
+    are ``level`` times them, and ``M + S``, ``M - S`` for mid/side. A region
+    whose channels exceed `OVER` is out of range; the projection clips the
+    channels to `PEAK` and maps them back (for mid/side that clips both sums,
+    not mid and side separately).
+    """
+    def project(wave: np.ndarray, start: int, refitting: bool = False) -> np.ndarray | None:
+        n = wave.shape[1]
+        env = framing.envelope(level, g, start, start + n).astype(np.float64)
+        signals = np.zeros((level.shape[0], n))
+        signals[active] = wave * env[active]
+        if mode == container.MID_SIDE:
+            signals = np.stack([signals[0] + signals[1], signals[0] - signals[1]])
+        if np.max(np.abs(signals)) <= (PEAK if refitting else OVER):
+            return None
+        signals = np.clip(signals, -PEAK, PEAK)
+        if mode == container.MID_SIDE:
+            signals = np.stack([signals[0] + signals[1], signals[0] - signals[1]]) / 2.0
+        scale = env[active]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(scale > 0, signals[active] / scale, wave)
+
+    return project
+
+
 def decode_stream(codec: CodecModel, header: container.VQZHeader, gains: np.ndarray,
                   loudness: np.ndarray, indices: list[np.ndarray | None], *, iterations: int,
                   progress: bool = False):
@@ -782,6 +817,7 @@ def decode_stream(codec: CodecModel, header: container.VQZHeader, gains: np.ndar
                    framing.CONTEXT_CELLS * g.cell_frames - framing.MARGIN_FRAMES
                    + inversion.region_frames)
     level = gains * 10.0 ** (loudness / 20.0)
+    inversion.peak_projection = _peak_projection(level, active, header.mode, g)
     written = 0
     group = _batch_size(chunks)
     bar = _progress(chunks, "decompress") if progress else None
