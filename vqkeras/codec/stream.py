@@ -85,7 +85,7 @@ SOFT_CLIP_KNEE = 0.9
 
 
 def soft_clip(audio: np.ndarray, knee: float = SOFT_CLIP_KNEE) -> np.ndarray:
-    """``audio`` unchanged up to ``knee``, then bent smoothly so that it never reaches 1.
+    """``audio`` unchanged up to ``knee``, then bent smoothly so that it never exceeds 1.
 
     Phase reconstruction does not keep the input's crest factor: a
     loudness-matched decode of a dense, peak-normalised clip can peak several
