@@ -64,16 +64,6 @@ def k_weight_power(freqs: np.ndarray, sample_rate: int | None = None) -> np.ndar
             * _biquad_power(*highpass, freqs, sample_rate))
 
 
-def k_weighted_energy(magnitude: np.ndarray, sample_rate: int) -> np.ndarray:
-    """K-weighted energy per clip of STFT magnitudes ``(batch, frames, bins)``.
-
-    Only ratios of these values mean anything (the STFT's scale cancels).
-    """
-    magnitude = np.asarray(magnitude, np.float64)
-    freqs = np.linspace(0.0, sample_rate / 2, magnitude.shape[-1])
-    return np.einsum("btf,f->b", magnitude ** 2, k_weight_power(freqs))
-
-
 def _k_filter(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     from scipy.signal import lfilter, resample_poly
 

@@ -159,11 +159,10 @@ class StreamingInversion:
         up to ``last_frame``; NaN for the others."""
         n, h = self.frame_length, self.frame_step
         known = np.full((audio.shape[0], self.region_frames, bins), np.nan)
-        last = min(last_frame, (audio.shape[1] - n // 2) // h)
-        for m in range(n // (2 * h), last + 1):
-            start = m * h - n // 2
-            frame = audio[:, start:start + n] * self._win
-            known[:, m] = np.angle(np.fft.rfft(frame, n=n, axis=-1))
+        first, last = n // (2 * h), min(last_frame, (audio.shape[1] - n // 2) // h)
+        if last >= first:
+            spectrum = _stft(np.asarray(audio, np.float64), self._win, h)
+            known[:, first:last + 1] = np.angle(spectrum[:, first:last + 1])
         return known
 
     def _known_phase(self, bins: int) -> np.ndarray:
@@ -191,12 +190,10 @@ class StreamingInversion:
 
     def _energy_gain(self, mag: np.ndarray, wave: np.ndarray) -> np.ndarray:
         """Per-signal gain that gives ``wave`` the segment frames' energy of ``mag``."""
-        first, n, step = self.margin_frames, self.frame_length, self.frame_step
-        centres = (first + np.arange(self.segment_frames)) * step
-        frames = np.lib.stride_tricks.sliding_window_view(
-            np.asarray(wave, np.float64), n, axis=1)[:, centres - n // 2]
-        got = np.abs(np.fft.rfft(frames * self._win, axis=-1)) ** 2 @ self._bin_weights
-        want = mag[:, first:first + self.segment_frames].astype(np.float64) ** 2 @ self._bin_weights
+        segment = slice(self.margin_frames, self.margin_frames + self.segment_frames)
+        spectrum = _stft(np.asarray(wave, np.float64), self._win, self.frame_step)[:, segment]
+        got = np.abs(spectrum) ** 2 @ self._bin_weights
+        want = mag[:, segment].astype(np.float64) ** 2 @ self._bin_weights
         got, want = got.sum(axis=1), want.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             gain = np.sqrt(want / got)
@@ -204,18 +201,19 @@ class StreamingInversion:
 
     def _fit_peaks(self, mag: np.ndarray, wave: np.ndarray, start: int) -> np.ndarray:
         """``wave``, or if `peak_projection` finds it out of range, refined to fit (class doc)."""
-        if self.peak_projection(wave, start) is None:
+        projected = self.peak_projection(wave, start)
+        if projected is None:
             return wave
-        hop = self.frame_step
         target = mag.astype(np.float64)
-        w = np.asarray(wave, np.float64)
-        for _ in range(self.peak_iterations):
-            projected = self.peak_projection(w, start, True)
-            if projected is not None:
-                w = projected
-            spectrum = _stft(w, self._win, hop)
+        w = np.asarray(projected, np.float64)
+        for i in range(self.peak_iterations):
+            if i:
+                projected = self.peak_projection(w, start, True)
+                if projected is not None:
+                    w = projected
+            spectrum = _stft(w, self._win, self.frame_step)
             unit = spectrum / np.maximum(np.abs(spectrum), 1e-12)  # the phase, as e^(i angle)
-            w = _istft(target * unit, self._win, hop, w.shape[1])
+            w = _istft(target * unit, self._win, self.frame_step, w.shape[1])
         return w.astype(np.float32)
 
     def push(self, magnitude: np.ndarray) -> np.ndarray:
