@@ -21,7 +21,7 @@ def test_stft_pair_matches_librosa_and_inverts_exactly(notes):
     """Our ops STFT equals librosa's; our inverse recovers the signal, edges included."""
     import keras
 
-    from vqkeras.phase.griffin_lim import _istft, _istft_normaliser, _stft, _stft_params
+    from vqkeras.phase.fast_griffin_lim import _istft, _istft_normaliser, _stft, _stft_params
 
     wave = notes[:2, :16000]
     target = stft_magnitude(wave, FRAME, HOP)
@@ -47,10 +47,15 @@ def _librosa_griffin_lim(magnitudes, n_iter, init):
 
 @pytest.mark.backend
 def test_random_start_converges_like_librosa(magnitudes):
-    """Equal iterations, different random phases: mean SC over 3 notes within 1 dB."""
-    ours = griffin_lim(magnitudes, frame_length=FRAME, frame_step=HOP, n_iter=32)
-    assert ours.shape == (3, 64000) and ours.dtype == np.float32
-    theirs = _librosa_griffin_lim(magnitudes, 32, "random")
+    """Equal iterations, different random phases: mean SC within 1 dB.
+
+    Over 3 notes x 4 random starts each: one start moves a note's SC by up to 2 dB.
+    """
+    repeated = np.concatenate([magnitudes] * 4)
+    ours = griffin_lim(repeated, frame_length=FRAME, frame_step=HOP, n_iter=32)
+    assert ours.shape == (12, 64000) and ours.dtype == np.float32
+    theirs = _librosa_griffin_lim(repeated, 32, "random")
+    magnitudes = repeated
     sc_ours = spectral_convergence_db(magnitudes, stft_magnitude(ours, FRAME, HOP)).mean()
     sc_theirs = spectral_convergence_db(magnitudes, stft_magnitude(theirs, FRAME, HOP)).mean()
     assert abs(sc_ours - sc_theirs) < 1.0, (sc_ours, sc_theirs)
@@ -94,3 +99,22 @@ def test_unbatched_input_length_and_seed(magnitudes):
 def test_bad_input_raises_value_error(magnitude, kwargs, match):
     with pytest.raises(ValueError, match=match):
         griffin_lim(magnitude, frame_length=FRAME, frame_step=HOP, **kwargs)
+
+
+def test_public_names_stay_functions_after_their_modules_load():
+    """`from vqkeras.phase import griffin_lim` is the function, whatever was imported first.
+
+    A submodule named like the function it holds replaced the function on the package as
+    soon as anything (e.g. `invert_magnitude`) imported it.
+    """
+    import subprocess
+    import sys
+
+    code = ("import vqkeras.phase.gradient_inversion, vqkeras.phase.streaming\n"
+            "from vqkeras.phase import griffin_lim, invert_magnitude, pghi_phase, StreamingInversion\n"
+            "import vqkeras\n"
+            "assert all(callable(f) and not type(f).__name__ == 'module' for f in "
+            "(griffin_lim, invert_magnitude, pghi_phase, StreamingInversion, vqkeras.griffin_lim)), "
+            "[griffin_lim, vqkeras.griffin_lim]\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -25,7 +25,7 @@ _LAZY = {
     "FiniteScalarQuantizer": "vqkeras.layers.finite_scalar_quantizer",
     "LookupFreeQuantizer": "vqkeras.layers.lookup_free_quantizer",
     "Spectrogram": "vqkeras.layers.spectrogram",
-    "griffin_lim": "vqkeras.phase.griffin_lim",
+    "griffin_lim": "vqkeras.phase.fast_griffin_lim",
     "invert_magnitude": "vqkeras.phase.gradient_inversion",
     "AudioReconstructionCallback": "vqkeras.phase.callback",
     "spectral_convergence_db": "vqkeras.metrics",

@@ -8,12 +8,14 @@ them; a warm `decompress` also loads the phase reconstruction loop this way
 persistent compilation cache (`vqkeras.cache`). The first run builds them from
 the Keras model and saves them. A saved program is keyed by everything that
 changes it (model identity, shapes, stages, spectrogram settings, JAX
-version), so a new model or JAX writes new files instead of using stale ones.
+version, a hash of vqkeras's source), so a new model, JAX or vqkeras writes
+new files instead of using stale ones.
 Only on the JAX backend.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,7 +26,19 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-_FORMAT = 1  # bump when the programs' meaning changes
+_FORMAT = 1  # bump when the saved files' layout changes
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """Hash of vqkeras's own source: an edited program (a developer's checkout, an
+    upgrade) never runs a stale saved copy whose inputs happen to match."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _folder() -> Path | None:
@@ -64,7 +78,7 @@ def load_or_export(name: str, key: dict, example: np.ndarray | tuple[np.ndarray,
     from jax import export
 
     examples = example if isinstance(example, tuple) else (example,)
-    full_key = {**key, "name": name, "format": _FORMAT, "jax": jax.__version__,
+    full_key = {**key, "name": name, "format": _FORMAT, "code": _code_digest(), "jax": jax.__version__,
                 "shape": [list(e.shape) for e in examples],
                 "dtype": [str(e.dtype) for e in examples],
                 "platform": jax.default_backend()}

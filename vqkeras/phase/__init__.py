@@ -12,7 +12,7 @@ from typing import Any
 _NAMES = {
     "AudioReconstructionCallback": "vqkeras.phase.callback",
     "StreamingInversion": "vqkeras.phase.streaming",
-    "griffin_lim": "vqkeras.phase.griffin_lim",
+    "griffin_lim": "vqkeras.phase.fast_griffin_lim",
     "invert_magnitude": "vqkeras.phase.gradient_inversion",
     "pghi_phase": "vqkeras.phase.pghi",
 }

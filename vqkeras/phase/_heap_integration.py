@@ -46,7 +46,7 @@ def _heap_pop(keys, vals, size):
     return top, size
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # nogil: pghi_phase integrates items on threads
 def integrate(logmag, tgrad, fgrad, usable, phase, known):
     """Heap integration of one item, in place. All arrays (frames, bins).
 

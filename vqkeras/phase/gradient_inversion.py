@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from vqkeras.phase._compile import compiled, value_and_grad
-from vqkeras.phase.griffin_lim import (
+from vqkeras.phase.fast_griffin_lim import (
     _stft,
     _stft_params,
     check_magnitude,

@@ -19,12 +19,21 @@ not differentiable and needs no Keras backend.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 # Gaussian-equivalent time-frequency ratio lam / frame_length^2 of common windows
 # (Prusa et al. 2017, Table 1).
 _LAMBDA_RATIO = {"hann": 0.25645, "hanning": 0.25645, "hamming": 0.29794,
                  "blackman": 0.17954}
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def window_lambda(window, frame_length: int) -> float:
@@ -80,7 +89,7 @@ def pghi_phase(magnitude: np.ndarray, *, frame_length: int, frame_step: int,
     Returns
     -------
     np.ndarray [shape=magnitude.shape, float64]
-        Phase in radians, in the same convention as ``np.angle`` of the STFT.
+        Phase in radians in ``[-pi, pi)``, in the same convention as ``np.angle`` of the STFT.
     """
     mag = np.asarray(magnitude, dtype="float64")
     if mag.ndim != 3:
@@ -92,15 +101,7 @@ def pghi_phase(magnitude: np.ndarray, *, frame_length: int, frame_step: int,
     phase = rng.uniform(-np.pi, np.pi, mag.shape)
     peak = mag.reshape(batch, -1).max(axis=1)
     floor = np.maximum(peak * 10.0 ** (-tol_db / 20.0), np.finfo("float64").tiny)
-    logmag = np.log(np.maximum(mag, floor[:, None, None] * 1e-3))
     k = np.arange(bins, dtype="float64")
-    # Phase measured from the window's centre: time step = 2 pi f hop + correction.
-    dlog_dk = np.gradient(logmag, axis=2) if bins > 1 else np.zeros_like(logmag)
-    tgrad = frame_step * (2.0 * np.pi * k / fft_length + fft_length / lam * dlog_dk)
-    dlog_dm = np.gradient(logmag, axis=1) if frames > 1 else np.zeros_like(logmag)
-    fgrad = -lam / (frame_step * fft_length) * dlog_dm
-    from vqkeras.phase._heap_integration import integrate
-
     if known_phase is None:
         known = np.zeros(mag.shape, bool)
     else:
@@ -111,11 +112,31 @@ def pghi_phase(magnitude: np.ndarray, *, frame_length: int, frame_step: int,
         known = np.isfinite(known_phase)
         # Internally the phase is measured from the window centre (see the return).
         phase = np.where(known, known_phase + np.pi * k, phase)
-    for b in range(batch):
-        usable = mag[b] > floor[b]
+    from vqkeras.phase._heap_integration import integrate
+
+    def one_item(b: int) -> None:
+        logmag = np.log(np.maximum(mag[b], floor[b] * 1e-3))
+        # Phase measured from the window's centre: time step = 2 pi f hop + correction.
+        dlog_dk = np.gradient(logmag, axis=1) if bins > 1 else np.zeros_like(logmag)
+        tgrad = frame_step * (2.0 * np.pi * k / fft_length + fft_length / lam * dlog_dk)
+        dlog_dm = np.gradient(logmag, axis=0) if frames > 1 else np.zeros_like(logmag)
+        fgrad = -lam / (frame_step * fft_length) * dlog_dm
         item = np.ascontiguousarray(phase[b])
-        integrate(np.ascontiguousarray(logmag[b]), np.ascontiguousarray(tgrad[b]),
-                  np.ascontiguousarray(fgrad[b]), usable, item, np.ascontiguousarray(known[b]))
-        phase[b] = item
-    # A frame's FFT starts half a frame before the window centre: bin k turns by -pi k.
-    return phase - np.pi * k
+        integrate(logmag, tgrad, fgrad, mag[b] > floor[b], item, np.ascontiguousarray(known[b]))
+        # A frame's FFT starts half a frame before the window centre: bin k turns by -pi k.
+        # Wrapped to [-pi, pi) like np.angle: integrated phase grows to ~1e5 rad, where
+        # float32 (what the device loops take) would lose ~0.01 rad.
+        phase[b] = np.mod(item - np.pi * k + np.pi, 2.0 * np.pi) - np.pi
+
+    workers = min(batch, _cpu_count())
+    if workers > 1:
+        # Items are independent and the integration releases the GIL (numba nogil),
+        # as do numpy's large operations: the batch spreads over the cores.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one_item, range(batch)))
+    else:
+        for b in range(batch):
+            one_item(b)
+    return phase

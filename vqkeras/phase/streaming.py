@@ -30,7 +30,7 @@ import numpy as np
 
 
 def _window(frame_length: int, window) -> np.ndarray:
-    from vqkeras.phase.griffin_lim import _window_array
+    from vqkeras.phase.fast_griffin_lim import _window_array
 
     return np.asarray(_window_array(window, frame_length, frame_length), np.float64)
 
@@ -177,7 +177,7 @@ class StreamingInversion:
                 n_iter: int | None = None) -> np.ndarray:
         n_iter = self.n_iter if n_iter is None else n_iter
         if self.method == "griffin_lim" or n_iter == 0:
-            from vqkeras.phase.griffin_lim import griffin_lim
+            from vqkeras.phase.fast_griffin_lim import griffin_lim
 
             return griffin_lim(mag, frame_length=self.frame_length, frame_step=self.frame_step,
                                n_iter=n_iter, window=self.window, length=length, init="pghi",
