@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="vqkeras-cli-bench-"))
     notes = _notes(args.clips, args.num_notes, work / "in")
     cache = work / "cache"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax", "VQKERAS_CACHE_DIR": str(cache)}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "KERAS_BACKEND": "jax", "VQKERAS_CACHE_DIR": str(cache)}
     py = [sys.executable, "-m", "vqkeras.cli"]
     rows = []
 
