@@ -14,7 +14,8 @@ Models (random inputs of the right shape; the data pipeline is not timed):
 Each model is built with its resampling layers as in the thesis (``strided`` /
 ``transpose``) and with the replacements of
 `vqkeras.experiments.models.blocks` (``space_to_depth`` / ``subpixel``), then
-trained with ``train_on_batch`` (Adam) on JAX, on JAX with
+trained with ``train_on_batch`` (Adam; ``--loop fit``: ``model.fit`` over numpy arrays,
+as `vqkeras train` runs) on JAX, on JAX with
 `vqkeras.xla_flags.FAST_CPU_CONVOLUTIONS` ("jax-fastconv") and on TensorFlow,
 each (backend, model, variant) in its own subprocess, interleaved. The first steps (compilation)
 are timed apart; steps/s is over the following ``--steps`` steps, with wall
@@ -112,17 +113,35 @@ def _time_steps(model, x, y, warmup: int, steps: int) -> dict:
                 steps_per_s=steps / wall)
 
 
+def _time_fit(model, batch: int, shape: tuple, steps: int) -> dict:
+    """Steps of ``model.fit`` over numpy data in memory (what `vqkeras train` runs)."""
+    import numpy as np
+
+    x = np.random.default_rng(0).random((batch * steps, *shape)).astype("float32")
+    start = time.perf_counter()
+    model.fit(x[:2 * batch], x[:2 * batch], batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    first_s = time.perf_counter() - start
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.fit(x, x, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return dict(first_steps_s=first_s, step_wall_s=wall / steps, step_cpu_s=cpu / steps,
+                steps_per_s=steps / wall)
+
+
 def worker_model(model_name: str, upsampling: str, downsampling: str, steps: int,
-                 full_batch: int) -> dict:
+                 full_batch: int, loop: str = "train_on_batch") -> dict:
     import keras
     import numpy as np
 
     keras.utils.set_random_seed(0)
     model, shape, batch = build(model_name, upsampling, downsampling, full_batch)
-    x = np.random.default_rng(0).random((batch, *shape)).astype("float32")
-    timing = _time_steps(model, x, x, warmup=2, steps=steps)
+    if loop == "fit":
+        timing = _time_fit(model, batch, shape, steps)
+    else:
+        x = np.random.default_rng(0).random((batch, *shape)).astype("float32")
+        timing = _time_steps(model, x, x, warmup=2, steps=steps)
     return dict(kind="model", model=model_name, upsampling=upsampling, downsampling=downsampling,
-                batch=batch, params=int(model.count_params()),
+                batch=batch, params=int(model.count_params()), loop=loop,
                 jit_compile=bool(getattr(model, "jit_compile", False)), **timing)
 
 
@@ -240,7 +259,10 @@ def write_report(rows: list[dict], out: Path, load: tuple[float, float]) -> None
     text = ["# Training throughput benchmark", "",
             f"{os.cpu_count()} CPU cores, no GPU; 1-minute load average {load[0]:.1f} at the start "
             f"and {load[1]:.1f} at the end (a shared machine: wall times are inflated; CPU is the "
-            "process CPU time per step, all threads). `train_on_batch` with Adam on random inputs; "
+            "process CPU time per step, all threads). "
+            + ("`model.fit` over numpy arrays in memory (what `vqkeras train` runs)"
+               if "loop" in df and (df.loop == "fit").any() else "`train_on_batch` on one batch")
+            + " with Adam on random inputs; "
             "each (backend, model, variant) in its own process; steps/s after two warm-up steps "
             "(compilation). Variants are `upsampling / downsampling` "
             "(`vqkeras.experiments.models.blocks`). `jax-fastconv`: JAX with "
@@ -259,6 +281,8 @@ def main(argv=None) -> int:
     parser.add_argument("--full-batch", type=int, default=2, help="batch size of thesis-full")
     parser.add_argument("--full-steps", type=int, default=2, help="timed steps of thesis-full")
     parser.add_argument("--ops", action="store_true", help="also profile single ops")
+    parser.add_argument("--loop", choices=["train_on_batch", "fit"], default="train_on_batch",
+                        help="time train_on_batch calls on one batch, or model.fit over numpy data")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds per (backend, model, variant) process")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -269,7 +293,7 @@ def main(argv=None) -> int:
         if what[0] == "op":
             row = worker_op(what[1], int(what[2]))
         else:
-            row = worker_model(what[1], what[2], what[3], int(what[4]), int(what[5]))
+            row = worker_model(what[1], what[2], what[3], int(what[4]), int(what[5]), what[6])
         import keras
 
         row["backend"] = keras.backend.backend()
@@ -280,7 +304,7 @@ def main(argv=None) -> int:
     jobs = []
     for model in args.models:
         steps = args.full_steps if model == "thesis-full" else args.steps
-        jobs += [["model", model, up, down, str(steps), str(args.full_batch)]
+        jobs += [["model", model, up, down, str(steps), str(args.full_batch), args.loop]
                  for up, down in VARIANTS[model]]
     if args.ops:
         jobs += [["op", name, str(args.steps)] for name in OPS]
