@@ -714,7 +714,7 @@ def decompress(input_path: str | Path, output_path: str | Path, *,
     if input_path.is_dir():
         raise CodecFormatError(f"{input_path}: is a folder, not a .vqz file")
     if not input_path.is_file():
-        raise CodecFormatError(f"input file not found: {input_path}")
+        raise CodecFormatError(f"{input_path}: file not found")
     check_output_path(output_path, [input_path])
     output_format(output_path)  # an unknown suffix fails now, not after decoding
     codec = _as_model(model)
