@@ -53,6 +53,19 @@ def test_pghi_phase_advance_of_a_sine_is_its_frequency():
     np.testing.assert_allclose(np.angle(np.exp(1j * (steps - expected))), 0.0, atol=0.05)
 
 
+def test_pghi_phase_of_a_batch_equals_each_item_alone(notes):
+    """The batch is integrated on threads: each item's phase must be what it gets alone
+    (where it is integrated: coefficients below the tolerance get random phase, drawn for
+    the whole batch), wrapped to [-pi, pi) like np.angle."""
+    mag = stft_magnitude(notes[:4], FRAME, HOP)
+    together = pghi_phase(mag, frame_length=FRAME, frame_step=HOP)
+    assert together.min() >= -np.pi and together.max() < np.pi
+    for i in range(len(mag)):
+        alone = pghi_phase(mag[i:i + 1], frame_length=FRAME, frame_step=HOP)[0]
+        integrated = mag[i] > mag[i].max() * 1e-5  # tol_db=100
+        np.testing.assert_array_equal(together[i][integrated], alone[integrated])
+
+
 def test_window_lambda():
     assert window_lambda("hann", 1024) == pytest.approx(0.25645 * 1024**2)
     assert window_lambda(("gaussian", 100.0), 1024) == pytest.approx(2 * np.pi * 100.0**2)
