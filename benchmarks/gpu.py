@@ -325,13 +325,13 @@ def time_phase(results: Results, notes: np.ndarray, batches: tuple[int, ...], it
 def run(args) -> int:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # memory readings mean use
     os.environ.setdefault("VQKERAS_CACHE_DIR", "off")  # plain jax.jit: nothing saved or loaded
-    results = Results(args.out)
     sampler = GpuSampler()
     env = environment(sampler)
-    results.add(env)
     if env["platform"] != "gpu" and not args.quick:
         print("no GPU visible to JAX: use --quick for a CPU dry run", file=sys.stderr)
         return 1
+    results = Results(args.out)
+    results.add(env)
     notes = np.load(args.notes).astype("float32")
     start = time.perf_counter()
 
@@ -566,6 +566,17 @@ def main(argv=None) -> int:
     p_rep.add_argument("--out", type=Path, default=Path("reports/benchmarks"))
     p_rep.add_argument("--no-visqol", action="store_true")
     args = parser.parse_args(argv)
+    # Bad paths: one line before anything is measured or written.
+    for name in ("notes", "fmnist"):
+        path = getattr(args, name, None)
+        if path is not None and not path.is_file():
+            parser.error(f"--{name} {path}: file not found")
+    for folder in getattr(args, "results", None) or ():
+        if not (folder / ROWS).is_file():
+            parser.error(f"--results {folder}: no {ROWS} in it (the output of `gpu.py run`)")
+    out = getattr(args, "out", None)  # train-job writes no files
+    if out is not None and out.exists() and not out.is_dir():
+        parser.error(f"--out {out}: is a file, not a folder")
     return {"prepare": prepare, "run": run, "train-job": train_job, "report": report}[args.command](args)
 
 
