@@ -80,6 +80,7 @@ def test_image_dataset_shapes():
     ({"training": {"learning_rate": -1}}, "training.learning_rate: expected a positive number, got -1"),
     ({"training": {"batch_size": "16"}}, "training.batch_size: expected a positive integer, got '16'"),
     ({"training": {"epochs": 2.5}}, "training.epochs: expected a positive integer, got 2.5"),
+    ({"training": {"lr_schedule": "cosin"}}, "training.lr_schedule: 'cosin' is not one of ['constant', 'cosine'] (did you mean 'cosine'?)"),
     ({"model": {"num_embedings": 64}}, "model.num_embedings: unknown key (did you mean 'num_embeddings'?)"),
     ({"modle": {}}, "modle: unknown key (did you mean 'model'?)"),
     ({"dataset": {"name": "fashion_mnist"}}, "(did you mean 'fashion-mnist'?)"),

@@ -83,6 +83,27 @@ def test_fit_logs_loss_mse_and_quantizer_metrics(images):
 
 
 @pytest.mark.backend
+def test_cosine_schedule_decays_to_the_floor(images):
+    from vqkeras.experiments.models.vqvae import COSINE_FLOOR
+
+    model = VQVAE(SHAPE, embedding_dim=4, num_embeddings=16, **SMALL)
+    compile_model(model, learning_rate=1e-2, schedule="cosine", total_steps=4)
+    rate = model.optimizer.learning_rate  # the schedule's value at the current step
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(rate)), 1e-2, rtol=1e-6)
+    model.fit(images, images, batch_size=3, epochs=1, verbose=0)  # 2 of the 4 steps: halfway
+    halfway = 1e-2 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5)
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+                               halfway, rtol=1e-5)
+    model.fit(images, images, batch_size=3, epochs=2, verbose=0)  # past the end: holds the floor
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+                               1e-2 * COSINE_FLOOR, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs total_steps"):
+        compile_model(model, learning_rate=1e-3, schedule="cosine")
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        compile_model(model, learning_rate=1e-3, schedule="step")
+
+
+@pytest.mark.backend
 def test_autoencoder_loss_unit_and_round_trip(tmp_path, images):
     model = Autoencoder(SHAPE, embedding_dim=2, **SMALL)
     assert model.encode(images).shape == (6, 8, 4, 2)

@@ -88,8 +88,10 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
 
     Also the determinism check: two uninterrupted runs give identical weights.
     """
-    # No validation: one compiled function less per process (test time).
+    # No validation: one compiled function less per process (test time). A cosine
+    # learning rate: the resumed run must continue the schedule, not restart it.
     config = tiny_config.with_overrides({"training.epochs": 2, "training.tensorboard": True,
+                                         "training.lr_schedule": "cosine",
                                          "training.validation": False, "runs_root": str(tmp_path)},
                                         run_name="killed")
     config_path = tmp_path / "killed.yaml"

@@ -19,6 +19,7 @@ the weights as the model's identity.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -108,9 +109,12 @@ def train_default_model(data_dir: str | os.PathLike = "data/codec-mix",
     log.info("loaded %d training clips in %.0f s", len(train_images), time.time() - t0)
 
     model = build_model(cfg.model, shape)
-    compile_model(model, learning_rate=cfg.training.learning_rate)
+    epochs = epochs or cfg.training.epochs
+    steps = epochs * math.ceil(len(train_images) / cfg.training.batch_size)
+    compile_model(model, learning_rate=cfg.training.learning_rate,
+                  schedule=cfg.training.lr_schedule, total_steps=steps)
     model.fit(train_images, train_images, batch_size=cfg.training.batch_size,
-              epochs=epochs or cfg.training.epochs, shuffle=True,
+              epochs=epochs, shuffle=True,
               verbose=cfg.training.verbose)
     log.info("trained in %.0f s", time.time() - t0)
 

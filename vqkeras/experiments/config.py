@@ -281,6 +281,8 @@ class TrainingConfig:
     batch_size: int = _spec(16, "int", positive=True)
     epochs: int = _spec(10, "int", positive=True)
     learning_rate: float = _spec(2e-4, "float", positive=True)
+    # "cosine": decay from learning_rate to 5% of it over all the run's steps.
+    lr_schedule: str = _spec("constant", "str", choices=["constant", "cosine"])
     shuffle: bool = _spec(True, "bool")
     validation: bool = _spec(True, "bool")
     keep_checkpoints: int = _spec(2, "int", positive=True)

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import json
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -353,7 +354,9 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
             completed = 0
             (run_dir / HISTORY_FILE).unlink(missing_ok=True)
             model = build_model(config.model, input_shape(config))
-            compile_model(model, learning_rate=training.learning_rate)
+            compile_model(model, learning_rate=training.learning_rate,
+                          schedule=training.lr_schedule,
+                          total_steps=training.epochs * math.ceil(len(train_images) / training.batch_size))
         _truncate_history(run_dir / HISTORY_FILE, completed)
 
         all_callbacks = [keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True)]

@@ -329,15 +329,41 @@ class Autoencoder(_ConvAutoencoder):
         return self._batched(fn, np.asarray(latents, dtype="float32"), batch_size).astype("float32")
 
 
-def compile_model(model: VQVAE | Autoencoder, *, learning_rate: float = 2e-4) -> None:
+# A cosine schedule ends at this fraction of the initial learning rate.
+COSINE_FLOOR = 0.05
+
+
+def compile_model(model: VQVAE | Autoencoder, *, learning_rate: float = 2e-4,
+                  schedule: str = "constant", total_steps: int | None = None) -> None:
     """Compile with Adam on the per-pixel MSE (+ the quantizer's losses for a VQ-VAE).
 
     Every model kind uses the same loss unit. Logged metrics: ``loss``, and on
     the output clipped to [0, 1] (the data's range) ``mse`` (per pixel) and
     ``sse`` (per example: the thesis's "MSE"), plus the quantizer's perplexity
     and usage.
+
+    Parameters
+    ----------
+    model : VQVAE or Autoencoder
+        The model to compile.
+    learning_rate : float
+        Adam's (initial) learning rate.
+    schedule : {"constant", "cosine"}
+        ``"cosine"`` decays the rate to ``COSINE_FLOOR`` of ``learning_rate``
+        over ``total_steps`` optimizer steps (then holds it).
+    total_steps : int, optional
+        Steps of the whole run; required for ``"cosine"``.
     """
+    if schedule == "cosine":
+        if not total_steps or total_steps < 1:
+            raise ValueError("a cosine learning-rate schedule needs total_steps >= 1")
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, int(total_steps),
+                                                      alpha=COSINE_FLOOR)
+    elif schedule == "constant":
+        rate = learning_rate
+    else:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
     metrics = [keras.metrics.MeanMetricWrapper(clipped_mean_squared_error, name="mse"),
                keras.metrics.MeanMetricWrapper(clipped_sum_squared_error, name="sse")]
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+    model.compile(optimizer=keras.optimizers.Adam(rate),
                   loss=keras.losses.MeanSquaredError(), metrics=metrics)
