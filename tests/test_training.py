@@ -113,6 +113,9 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
     assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["completed_epochs"] == 2
     assert (run_dir / "done").is_file()
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    # More epochs would leave the saved cosine schedule at its floor: refused.
+    with pytest.raises(ConfigError, match="cosine learning-rate schedule spans 2 epochs, not 3"):
+        train(config.with_overrides({"training.epochs": 3}))
 
     if keras.backend.backend() != "jax":
         return  # bitwise determinism is checked on JAX (CPU)

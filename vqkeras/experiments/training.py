@@ -310,6 +310,12 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
         if _comparable(load_config(saved).to_dict()) != _comparable(config.to_dict()):
             raise ConfigError(f"{run_dir}: holds a run of a different configuration; train with "
                               f"resume=False (`vqkeras train --restart`) or pick another name/run folder")
+        saved_epochs = (saved.get("training") or {}).get("epochs")
+        if config.training.lr_schedule == "cosine" and saved_epochs not in (None, config.training.epochs):
+            # The saved optimizer's schedule spans the old epoch count.
+            raise ConfigError(f"{run_dir}: training.epochs: this run's cosine learning-rate schedule "
+                              f"spans {saved_epochs} epochs, not {config.training.epochs}; restart it "
+                              f"(`vqkeras train --restart`) to change them")
     if (run_dir / DONE_FILE).is_file() and (run_dir / MODEL_FILE).is_file():
         log.info("%s: already trained, skipping", run_dir)
         return run_dir
