@@ -209,3 +209,30 @@ def test_digital_silence_decodes_to_silence(codec, notes, tmp_path):
     # The sounds on both sides keep their level (within 3 dB).
     for centre in (4000, 68000):
         assert abs(_energy_db(decoded, centre, 4000) - _energy_db(clip, centre, 4000)) < 3.0
+
+
+@pytest.mark.parametrize("cell_frames, margin, crossfade", [
+    (16, 32, 2048),  # the shipped model: the defaults
+    (8, 31, 1984),   # 4 context cells are 32 frames: the margin must stay inside them
+    (4, 15, 960),    # the cross-fade is at most half the margin
+    (2, 7, 448),
+])
+def test_geometry_fits_the_phase_margin_inside_the_chunk_context(cell_frames, margin, crossfade):
+    g = framing.Geometry(512, 128, cell_frames, 64000, 16000)
+    assert (g.margin_frames, g.crossfade) == (margin, crossfade)
+    # The region that decode_stream cuts from a chunk's frames lies inside them.
+    start = framing.CONTEXT_CELLS * cell_frames - g.margin_frames
+    region = framing.CHUNK_CELLS * cell_frames + 2 * g.margin_frames + 1
+    assert start >= 0 and start + region <= g.chunk_frames
+    assert g.margin_frames * g.frame_step >= g.frame_length > 0 < g.crossfade < g.margin_frames * 128
+
+
+def test_geometry_refuses_cells_too_short_for_the_phase_margin():
+    assert framing.min_cell_frames(512, 128) == 2
+
+    class Info:
+        spectrogram = dict(frame_length=512, frame_step=128)
+        time_multiple, window_samples, sample_rate = 1, 64000, 16000
+
+    with pytest.raises(ValueError, match="cells of at least 2 frames"):
+        framing.Geometry.of(Info())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqkeras.codec import container, entropy
+from vqkeras.codec import container, entropy, framing
 from vqkeras.codec.codec_model import CodecInfo, default_model_dir, save_codec_model, weights_sha256
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ def train_default_model(data_dir: str | os.PathLike = "data/codec-mix",
     shape = input_shape(cfg)
     time_multiple = cfg.model.time_stride
     sr = cfg.spectrogram.sample_rate
+    least = framing.min_cell_frames(spec.frame_length, spec.frame_step)
+    if time_multiple < least:  # before training, not after
+        raise ValueError(f"the codec needs a time stride of at least {least}; the YAML's "
+                         f"strides give {time_multiple}")
     if sr != 16000 or cfg.spectrogram.num_samples != 64000:
         raise ValueError("the codec mix holds 4-s clips at 16 kHz; the YAML asks for "
                          f"{cfg.spectrogram.duration} s at {sr} Hz")

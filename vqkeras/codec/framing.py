@@ -34,9 +34,17 @@ CONTEXT_CELLS = 4
 """Cells of context on each side of a chunk (the networks' receptive field
 is about 3 cells each side; the outputs for these cells are dropped)."""
 MARGIN_FRAMES = 32
-"""Frames of context on each side of a phase reconstruction region."""
+"""Frames of context on each side of a phase reconstruction region (at most;
+`Geometry.margin_frames` keeps it inside a chunk's context)."""
 CROSSFADE = 2048
-"""Samples over which consecutive phase reconstruction regions are cross-faded."""
+"""Samples over which consecutive phase reconstruction regions are cross-faded
+(at most; `Geometry.crossfade`)."""
+
+
+def min_cell_frames(frame_length: int, frame_step: int) -> int:
+    """Smallest time stride the codec can frame: the phase margin inside a chunk's
+    context (``CONTEXT_CELLS * cell_frames - 1`` frames) must span one STFT frame."""
+    return math.ceil((frame_length / frame_step + 1) / CONTEXT_CELLS)
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,25 @@ class Geometry:
         spec = info.spectrogram
         if spec.get("scaling", "fixed") != "fixed":
             raise ValueError("the codec needs a model with fixed spectrogram scaling")
-        return cls(int(spec["frame_length"]), int(spec["frame_step"]), int(info.time_multiple),
-                   int(info.window_samples), int(info.sample_rate))
+        g = cls(int(spec["frame_length"]), int(spec["frame_step"]), int(info.time_multiple),
+                int(info.window_samples), int(info.sample_rate))
+        least = min_cell_frames(g.frame_length, g.frame_step)
+        if g.cell_frames < least:
+            raise ValueError(f"the codec needs code cells of at least {least} frames (a time "
+                             f"stride of {least} or more); this model's cells have "
+                             f"{g.cell_frames}")
+        return g
+
+    @property
+    def margin_frames(self) -> int:
+        """Phase-region margin: `MARGIN_FRAMES`, or less when a chunk's context is shorter
+        (a model with a finer time stride has fewer context frames)."""
+        return min(MARGIN_FRAMES, CONTEXT_CELLS * self.cell_frames - 1)
+
+    @property
+    def crossfade(self) -> int:
+        """Cross-fade between phase regions: `CROSSFADE`, or half the margin if shorter."""
+        return min(CROSSFADE, self.margin_frames * self.frame_step // 4 * 2)
 
     @property
     def cell_samples(self) -> int:

@@ -807,14 +807,14 @@ def decode_stream(codec: CodecModel, header: container.VQZHeader, gains: np.ndar
     active = [i for i, codes in enumerate(indices) if codes is not None]
     inversion = StreamingInversion(frame_length=g.frame_length, frame_step=g.frame_step,
                                    segment_frames=framing.CHUNK_CELLS * g.cell_frames,
-                                   margin_frames=framing.MARGIN_FRAMES,
-                                   crossfade=framing.CROSSFADE, n_iter=iterations,
+                                   margin_frames=g.margin_frames,
+                                   crossfade=g.crossfade, n_iter=iterations,
                                    batch=len(active), method=PHASE_METHOD,
                                    keep_energy=_k_weights(info),
                                    link={container.LINK_SAME: 1, container.LINK_INVERTED: -1}.get(
                                        header.link, 0) if len(active) == 2 else 0)
-    region = slice(framing.CONTEXT_CELLS * g.cell_frames - framing.MARGIN_FRAMES,
-                   framing.CONTEXT_CELLS * g.cell_frames - framing.MARGIN_FRAMES
+    region = slice(framing.CONTEXT_CELLS * g.cell_frames - g.margin_frames,
+                   framing.CONTEXT_CELLS * g.cell_frames - g.margin_frames
                    + inversion.region_frames)
     level = gains * 10.0 ** (loudness / 20.0)
     inversion.peak_projection = _peak_projection(level, active, header.mode, g)
