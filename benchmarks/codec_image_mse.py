@@ -35,9 +35,12 @@ def family_mse(bundle: str, waves: np.ndarray, families: list[str], stages: list
                                           time_multiple=codec.info.time_multiple), np.float32)
     out = {}
     for n in stages:
-        decoded = np.concatenate([
-            np.asarray(net.decode_indices(net.encode(images[i:i + 16], num_stages=n)), np.float32)
-            for i in range(0, len(images), 16)])
+        def run(batch: np.ndarray) -> np.ndarray:
+            if n == 0:  # no quantiser: the autoencoder's own limit
+                return np.asarray(net.decoder(net.encoder(batch)), np.float32)
+            return np.asarray(net.decode_indices(net.encode(batch, num_stages=n)), np.float32)
+
+        decoded = np.concatenate([run(images[i:i + 16]) for i in range(0, len(images), 16)])
         err = np.mean(np.square(decoded - images), axis=(1, 2, 3))
         for family in sorted(set(families)):
             out[(family, n)] = float(np.mean(err[[f == family for f in families]]))
@@ -51,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", default="vqkeras/assets", help="bundle folder of the new model")
     parser.add_argument("--mix", default="data/codec-mix")
     parser.add_argument("--per-family", type=int, default=16, help="TEST clips per family")
-    parser.add_argument("--stages", default="1,4", help="RVQ stage counts to compare")
+    parser.add_argument("--stages", default="1,4",
+                        help="RVQ stage counts to compare (0: no quantiser, encoder straight "
+                             "into decoder)")
     parser.add_argument("--out", default="reports/benchmarks")
     args = parser.parse_args(argv)
 
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
     counts = {f: families.count(f) for f in FAMILIES}
     header = "| family (TEST clips) | " + " | ".join(
-        f"{name} model, {n} stage{'s' if n > 1 else ''}" for n in stages for name in results) + " |"
+        f"{name} model, " + (f"{n} stage{'s' if n > 1 else ''}" if n else "no quantiser")
+        for n in stages for name in results) + " |"
     lines = ["# Spectrogram-image MSE on the codec mix's TEST clips", "",
              f"old: `{args.old}`, new: `{args.new}`; images in [0, 1] (dB over 100 dB).", "",
              header, "|---" * (1 + len(stages) * len(results)) + "|"]
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in stages:
         for name in results:
             ax.bar(x + k * width, [results[name][(f, n)] for f in labels], width,
-                   label=f"{name}, {n} stage(s)")
+                   label=f"{name}, {n} stage(s)" if n else f"{name}, no quantiser")
             k += 1
     ax.set_xticks(x + width * (k - 1) / 2, labels)
     ax.set_ylabel("image MSE")
