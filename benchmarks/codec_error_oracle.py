@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/benchmarks")
     args = parser.parse_args(argv)
 
+    from family_report import write_family_report
     from rate_distortion import Visqol
     from tqdm.auto import tqdm
 
@@ -102,31 +103,12 @@ def main(argv: list[str] | None = None) -> int:
              "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |"
               for name, row in scores.items()]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "codec_error_oracle.md").write_text(table)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(11, 4))
-    names = list(scores)
-    x = np.arange(len(columns))
-    width = 0.85 / len(names)
-    for k, name in enumerate(names):
-        ax.bar(x + k * width, [scores[name][c] for c in columns], width, label=name)
-    ax.set_xticks(x + width * (len(names) - 1) / 2, columns)
-    ax.set_ylim(min(min(r.values()) for r in scores.values()) - 0.1, 4.8)
-    ax.set_ylabel("ViSQOL")
-    ax.set_title(f"Oracle mixes of true and decoded spectrograms ({args.stages} stages)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "codec_error_oracle.png", dpi=120)
+    low = min(min(row.values()) for row in scores.values())
+    write_family_report(args.out, "codec_error_oracle", "\n".join(lines) + "\n",
+                        {name: [row[c] for c in columns] for name, row in scores.items()},
+                        columns, ylabel="ViSQOL", ylim=(low - 0.1, 4.8), size=(11, 4),
+                        title=f"Oracle mixes of true and decoded spectrograms "
+                              f"({args.stages} stages)")
     return 0
 
 

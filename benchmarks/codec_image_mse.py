@@ -22,6 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 def family_mse(bundle: str, waves: np.ndarray, families: list[str], stages: list[int]
                ) -> dict[tuple[str, int], float]:
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/benchmarks")
     args = parser.parse_args(argv)
 
+    from family_report import write_family_report
+
     from vqkeras.data.codec_mix import FAMILIES, load_mix
 
     waves, families = [], []
@@ -83,33 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         n_clips = counts.get(family, len(families))
         cells = [f"{results[name][(family, n)]:.5f}" for n in stages for name in results]
         lines.append(f"| {family} ({n_clips}) | " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "codec_image_mse.md").write_text(table)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
     labels = [*FAMILIES, "all"]
-    x = np.arange(len(labels))
-    width = 0.8 / (len(stages) * len(results))
-    k = 0
-    for n in stages:
-        for name in results:
-            ax.bar(x + k * width, [results[name][(f, n)] for f in labels], width,
-                   label=f"{name}, {n} stage(s)" if n else f"{name}, no quantiser")
-            k += 1
-    ax.set_xticks(x + width * (k - 1) / 2, labels)
-    ax.set_ylabel("image MSE")
-    ax.set_title("Codec mix TEST clips: spectrogram-image MSE")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "codec_image_mse.png", dpi=120)
+    series = {(f"{name}, {n} stage(s)" if n else f"{name}, no quantiser"):
+              [results[name][(f, n)] for f in labels] for n in stages for name in results}
+    write_family_report(args.out, "codec_image_mse", "\n".join(lines) + "\n", series, labels,
+                        ylabel="image MSE", title="Codec mix TEST clips: spectrogram-image MSE")
     return 0
 
 
