@@ -113,4 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as err:  # a missing mix, a bad --stages: one line, not a traceback
+        sys.exit(f"{Path(__file__).name}: {err}")
