@@ -108,3 +108,8 @@ def run_layer_test(
         assert np.isfinite(history.history["loss"][0])
         assert not np.allclose(keras.ops.convert_to_numpy(front.kernel), before), "no gradient reached the input"
     return layer
+
+
+def to_numpy(x, dtype=None) -> np.ndarray:
+    """`np.asarray` that also takes any backend's tensors (a torch tensor that needs grad too)."""
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=dtype)

@@ -147,6 +147,10 @@ def test_training_does_not_collapse(tiny_config, kind):
     With the old sigmoid output and Adam at 1e-3 this same setup ends flagged
     (measured: output spread 0.008-0.04 of the inputs', errors 2-6x the
     mean image's, on both backends); the linear output beats every baseline.
+    Eight epochs, not five: at five, torch's random streams (other initial
+    weights and batch order than JAX's, same distributions) left the outputs'
+    spread at 0.045-0.11 and the error at the baselines' over seeds 0-2; at
+    eight seeds 0-2 on torch and seed 0 on JAX and TensorFlow clear both.
     """
     import keras
 
@@ -159,7 +163,7 @@ def test_training_does_not_collapse(tiny_config, kind):
     keras.utils.set_random_seed(0)
     model = build_model(config.model, input_shape(config))
     compile_model(model, learning_rate=1e-3)
-    model.fit(train_split.images, train_split.images, batch_size=8, epochs=5, verbose=0)
+    model.fit(train_split.images, train_split.images, batch_size=8, epochs=8, verbose=0)
     out = np.clip(np.asarray(model.predict(test.images, verbose=0)), 0.0, 1.0)
     # Different inputs, different outputs: the outputs spread like the inputs do.
     spread = out.var(axis=0).mean() / test.images.var(axis=0).mean()

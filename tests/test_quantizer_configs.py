@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -34,7 +35,7 @@ def test_each_quantizer_builds_trains_and_round_trips_codes(name):
     codes = model.encode(x)
     assert codes.shape[:3] == (8, 7, 7) and codes.dtype == np.int32
     assert model.quantizer.bits_per_vector == pytest.approx(6.0)
-    np.testing.assert_allclose(model.decode_indices(codes), np.asarray(model(x, training=False)), atol=1e-5)
+    np.testing.assert_allclose(model.decode_indices(codes), keras.ops.convert_to_numpy(model(x, training=False)), atol=1e-5)
 
 
 @pytest.mark.parametrize("model, message", [

@@ -74,6 +74,14 @@ def _grads(layer_fn, in_shape):
         gw, gx = jax.grad(loss, argnums=(0, 1))(weights, x)
         grads = [np.asarray(g) for g in gw]
         gx = np.asarray(gx)
+    elif backend == "torch":
+        import torch
+
+        xt = torch.tensor(x, requires_grad=True)
+        loss = torch.sum(model(xt) ** 2)
+        weights = [v.value for v in model.trainable_variables]
+        *grads, gx = torch.autograd.grad(loss, [*weights, xt])
+        grads, gx = [g.numpy() for g in grads], gx.numpy()
     else:
         import tensorflow as tf
 

@@ -2,16 +2,21 @@
 
 Keras 3 layers (`VectorQuantizer`, `ResidualVectorQuantizer`, `Spectrogram`),
 phase reconstruction (`invert_magnitude`, `griffin_lim`), and the experiment,
-report and codec tooling built on them. Set ``KERAS_BACKEND`` (``jax`` or
-``tensorflow``) before importing.
+report and codec tooling built on them. Set ``KERAS_BACKEND`` (``jax``,
+``tensorflow`` or ``torch``) before importing.
 
 Public names are imported lazily, so ``import vqkeras`` (and the command line)
-stays fast and does not import Keras until a layer is used.
+stays fast and does not import Keras until a layer is used. The Keras classes
+are registered as soon as Keras is imported (`vqkeras.keras_setup`), so
+``import vqkeras`` is enough for `keras.models.load_model` to load a saved
+vqkeras model.
 """
 
 from __future__ import annotations
 
 import importlib
+
+from vqkeras import keras_setup as _keras_setup
 
 __version__ = "0.1.0"
 
@@ -43,6 +48,8 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
+
+_keras_setup.run_when_keras_loads()
 
 
 def __getattr__(name: str):

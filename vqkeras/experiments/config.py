@@ -310,7 +310,7 @@ class ExperimentConfig:
 
     name: str = _spec("experiment", "str", name=True)
     description: str = _spec("", "str")
-    backend: str = _spec("jax", "str", choices=["jax", "tensorflow"])
+    backend: str = _spec("jax", "str", choices=["jax", "tensorflow", "torch"])
     seed: int = _spec(0, "int", min=0)
     runs_root: str = _spec("runs", "str")
     run_name: str = _spec("main", "str", name=True)

@@ -204,8 +204,8 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
         experiment_paths = [experiment_paths]
     if not experiment_paths:
         raise ValueError("run_report needs at least one experiment YAML. Received: experiment_paths=[]")
-    if backend is not None and backend not in {"jax", "tensorflow"}:
-        raise ValueError(f"backend must be 'jax' or 'tensorflow'. Received: backend={backend!r}")
+    if backend is not None and backend not in {"jax", "tensorflow", "torch"}:
+        raise ValueError(f"backend must be 'jax', 'tensorflow' or 'torch'. Received: backend={backend!r}")
     notebooks = list_notebooks(notebooks_dir)
     root = Path(reports_root)
 
@@ -575,7 +575,7 @@ def provenance(**parameters: Any) -> dict[str, Any]:
     info: dict[str, Any] = dict(parameters)
     info["git_commit"] = commit
     info["python"] = platform.python_version()
-    for module in ("keras", "jax", "tensorflow"):
+    for module in ("keras", "jax", "tensorflow", "torch"):
         if module in sys.modules:
             info[module] = getattr(sys.modules[module], "__version__", "?")
     return info

@@ -32,6 +32,8 @@ import warnings
 import keras
 from keras import ops
 
+from vqkeras.keras_setup import portable_compile_config
+
 _JAX_HINT = ("On JAX, Keras cannot update a metric from a layer's call (keras-team/keras#21639), so the "
              "quantiser metrics (first: {names}) are left out of the logs. Fix: build the model as "
              "vqkeras.QuantizerMetricsModel (functional), vqkeras.QuantizerMetricsSequential, add "
@@ -248,11 +250,18 @@ class QuantizerMetricsMixin:
     """Mix into a `keras.Model` subclass so quantiser metrics reach `fit` logs on JAX.
 
     ``class MyModel(vqkeras.QuantizerMetricsMixin, keras.Model): ...``
+
+    It also saves a torch model's optimizer under its public name, so the
+    ``.keras`` file loads, compiled, on the other backends
+    (`vqkeras.keras_setup.portable_compile_config`).
     """
 
     def compute_loss(self, *args, **kwargs):
         update_quantizer_metrics(self)
         return super().compute_loss(*args, **kwargs)
+
+    def get_compile_config(self):
+        return portable_compile_config(super().get_compile_config())
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")

@@ -45,12 +45,26 @@ def compiled(key: Hashable, make_fn: Callable[[], Callable[..., Any]]) -> Callab
 
         # XLA is markedly faster than the plain TF graph for these FFT loops.
         fn = tf.function(raw, jit_compile=True, reduce_retracing=False)
-    else:  # torch / numpy: run eagerly
-        fn = make_fn()
+    else:  # torch: run eagerly
+        fn = _eager(make_fn())
     if len(_CACHE) >= _MAX_CACHE:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[full_key] = fn
     return fn
+
+
+def _eager(raw: Callable[..., Any]) -> Callable[..., Any]:
+    """`raw` with its numpy arguments made backend tensors first.
+
+    `jax.jit` and `tf.function` convert numpy arguments themselves; eager torch
+    does not, and ``ndarray * Tensor`` then fails inside the loop.
+    """
+    from keras import ops
+
+    def call(*args):
+        return raw(*(ops.convert_to_tensor(a) for a in args))
+
+    return call
 
 
 def _exported_or_jit(key: Hashable, make_fn: Callable[[], Callable[..., Any]]

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from vqkeras.experiments.models.blocks import build_decoder, build_encoder
+from vqkeras.keras_setup import portable_compile_config
 
 __all__ = ["Autoencoder", "VQVAE", "clipped_mean_squared_error", "clipped_sum_squared_error",
            "compile_model", "sum_squared_error"]
@@ -110,6 +111,10 @@ class _ConvAutoencoder(keras.Model):
                 "strides": [list(p) for p in self.strides], "embedding_dim": self.embedding_dim,
                 "output_activation": self.output_activation, "upsampling": self.upsampling,
                 "downsampling": self.downsampling}
+
+    def get_compile_config(self) -> dict[str, Any]:
+        # A torch-saved model must load compiled on JAX and TensorFlow too.
+        return portable_compile_config(super().get_compile_config())
 
     def build(self, input_shape=None) -> None:
         # All sublayers are built in __init__; nothing depends on the batch size.
