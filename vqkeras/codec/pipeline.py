@@ -154,11 +154,11 @@ def _program(codec: CodecModel, name: str, key: dict, example: np.ndarray, body)
     """``body(net)`` as one function of an array: a saved XLA program, a jit, or Keras.
 
     On JAX with the cache on, the program is saved with `jax.export`
-    (`vqkeras.codec.exported`), so a warm command needs neither Keras nor the
+    (`vqkeras.exported`), so a warm command needs neither Keras nor the
     model file. On JAX without it, one `jax.jit` per process (Keras on JAX
     otherwise traces op by op). On other backends, the Keras model eagerly.
     """
-    from vqkeras.codec.exported import load_or_export
+    from vqkeras.exported import load_or_export
 
     def build():
         import jax
