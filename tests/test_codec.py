@@ -94,7 +94,7 @@ def test_stereo_44k_odd_length_round_trip(codec, notes, tmp_path):
 
 def _prefix_sizes(codec, vqz: Path) -> dict[int, int]:
     """File size of ``vqz``'s (mono) clip with each stage count (from its all-stage indices)."""
-    from vqkeras.codec.pipeline import read_vqz
+    from vqkeras.codec.unpack import read_vqz
 
     header, _, _, indices = read_vqz(vqz.read_bytes(), codec.info)
     return {s: container.file_size(1, header.num_segments, len(entropy.encode_indices(
@@ -199,7 +199,7 @@ def test_old_format_files_are_refused_with_a_reason(codec, tmp_path):
 
 def test_decoded_size_limit_checked_before_decoding(codec, note_vqz, tmp_path, capsys):
     from vqkeras.cli import main
-    from vqkeras.codec.pipeline import DEFAULT_MAX_SAMPLES
+    from vqkeras.codec.unpack import DEFAULT_MAX_SAMPLES
 
     out = tmp_path / "out.wav"
     with pytest.raises(CodecLimitError, match="64000 samples .* over the limit of 63999"):
@@ -334,7 +334,7 @@ def test_train_default_model_writes_a_working_bundle(notes, tmp_path, time_strid
 
 
 def test_stage_choices_per_mode():
-    from vqkeras.codec.pipeline import stage_choices
+    from vqkeras.codec.rate import stage_choices
 
     assert stage_choices(container.MONO, 3, [True]) == [(3,), (2,), (1,)]
     assert stage_choices(container.LEFT_RIGHT, 2, [True, True]) == [(2, 2), (1, 1)]
@@ -352,7 +352,7 @@ def test_dense_full_scale_clips_keep_their_loudness(codec, notes, tmp_path, monk
     those regions' phase within range instead of clipping them (which lost 2 LU)."""
     import soundfile as sf
 
-    from vqkeras.codec import pipeline
+    from vqkeras.codec import decoding
 
     organ = np.clip(notes[7] / np.abs(notes[7]).max() * 4, -1, 1)
     square = np.sign(np.sin(np.arange(64000) * 0.02))
@@ -361,7 +361,7 @@ def test_dense_full_scale_clips_keep_their_loudness(codec, notes, tmp_path, monk
         sf.write(tmp_path / f"{name}.wav", clip, 16000, subtype="PCM_16")
         for refit in (True, False):
             if not refit:
-                monkeypatch.setattr(pipeline, "_peak_projection", lambda *args: None)
+                monkeypatch.setattr(decoding, "_peak_projection", lambda *args: None)
             vqz = compress(tmp_path / f"{name}.wav", tmp_path / "x.vqz", model=codec,
                            progress=False)
             out = decompress(vqz, tmp_path / "x.wav", model=codec, iterations=ITERATIONS,

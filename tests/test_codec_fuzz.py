@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from vqkeras.codec import container, entropy
 from vqkeras.codec.codec_model import CodecInfo
-from vqkeras.codec.pipeline import expected_layout, read_vqz
+from vqkeras.codec.framing import expected_layout
+from vqkeras.codec.unpack import read_vqz
 from vqkeras.errors import CodecFormatError
 
 K = 64

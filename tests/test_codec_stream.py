@@ -9,8 +9,10 @@ import pytest
 import soundfile as sf
 import soxr
 
-from vqkeras.codec import compress, decompress, pipeline, stream
+from vqkeras.codec import compress, decompress, framing, magnitudes, networks, stream
+from vqkeras.codec.analysis import _STEREO_CANDIDATES
 from vqkeras.codec.codec_model import load_codec_model
+from vqkeras.codec.unpack import read_vqz
 
 ITERATIONS = 8
 
@@ -23,7 +25,7 @@ def codec():
 @pytest.fixture
 def small_blocks(monkeypatch):
     """One chunk per network call and 1000-sample I/O blocks: many blocks per chunk."""
-    monkeypatch.setattr(pipeline, "BATCH_CHUNKS", 1)
+    monkeypatch.setattr(networks, "BATCH_CHUNKS", 1)
     monkeypatch.setattr(stream, "BLOCK_VALUES", 1000)
 
 
@@ -47,7 +49,7 @@ def test_read_blocks_match_reading_the_whole_file(notes, tmp_path, small_blocks)
     np.testing.assert_allclose(np.concatenate(blocks, axis=1)[0], whole, atol=2e-4)
     # Other mixes: the first two channels, as left/right/mid/side.
     mix = np.zeros((3, 4), np.float32)
-    mix[:2] = pipeline._STEREO_CANDIDATES
+    mix[:2] = _STEREO_CANDIDATES
     signals = np.concatenate(list(stream.read_blocks(path, 16000, mix)), axis=1)
     left = soxr.resample(clip[:, 0], 44100, 16000, quality="HQ")
     np.testing.assert_allclose(signals[0, 1000:-1000], left[1000:len(signals[0]) - 1000],
@@ -84,22 +86,22 @@ def test_small_batches_and_blocks_give_the_same_files(codec, notes, tmp_path, mo
     sf.write(src, _clip(notes, 9.0), 44100, subtype="PCM_16")
     big = compress(src, tmp_path / "big.vqz", model=codec, progress=False)
     decompress(big, tmp_path / "big.wav", model=codec, iterations=ITERATIONS, progress=False)
-    header, _, _, indices = pipeline.read_vqz(big.read_bytes(), codec.info)
-    chunks = range(pipeline.framing.Geometry.of(codec.info).num_chunks(header.num_cells))
-    batched = pipeline._decoded_magnitudes(codec, indices[0], chunks)
-    monkeypatch.setattr(pipeline, "BATCH_CHUNKS", 1)
+    header, _, _, indices = read_vqz(big.read_bytes(), codec.info)
+    chunks = range(framing.Geometry.of(codec.info).num_chunks(header.num_cells))
+    batched = magnitudes._decoded_magnitudes(codec, indices[0], chunks)
+    monkeypatch.setattr(networks, "BATCH_CHUNKS", 1)
     monkeypatch.setattr(stream, "BLOCK_VALUES", 1000)
     small = compress(src, tmp_path / "small.vqz", model=codec, progress=False)
     assert small.read_bytes() == big.read_bytes()
     # One chunk per decoder call gives the same spectrogram up to float
     # rounding (TensorFlow's convolutions round differently per batch size).
-    single = pipeline._decoded_magnitudes(codec, indices[0], chunks)
+    single = magnitudes._decoded_magnitudes(codec, indices[0], chunks)
     assert len(chunks) > 1 and single.shape == batched.shape
     np.testing.assert_allclose(single, batched, rtol=0, atol=1e-4 * batched.max())
     # I/O in small blocks gives the same audio. Decoding is kept at the first
     # run's batch: phase reconstruction is chaotic in near-silent bins, so the
     # rounding above can turn the phase of everything after a pause.
-    monkeypatch.setattr(pipeline, "BATCH_CHUNKS", 4)
+    monkeypatch.setattr(networks, "BATCH_CHUNKS", 4)
     decompress(small, tmp_path / "small.wav", model=codec, iterations=ITERATIONS, progress=False)
     a, rate = sf.read(tmp_path / "big.wav", dtype="float32")
     b, _ = sf.read(tmp_path / "small.wav", dtype="float32")

@@ -71,7 +71,7 @@ class CodecInfo:
         Measured average bitrate (kbit/s) per stage count, keys ``"1"``...
     silence_codes : list of list of int, optional
         Codes ``(width, stages)`` of one cell of silence: the decoder's
-        context beyond a signal's ends (`vqkeras.codec.pipeline`). Computed
+        context beyond a signal's ends (`vqkeras.codec.magnitudes`). Computed
         from the encoder when absent.
     """
 

@@ -14,7 +14,7 @@ windows, hence no seams), up to two signals (left/right or mid/side), with a
 peak gain and a loudness correction per segment and signal.
 
 Matching the header against a model (identity, grid, cell and segment counts,
-stages) is the job of `vqkeras.codec.pipeline`, which knows the model.
+stages) is the job of `vqkeras.codec.unpack`, which knows the model.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def add_silence_codes(bundle: Path) -> Path:
     """Store the codes of silence in the bundle's ``codec.json`` (the decoder then needs
     no encoder for the context beyond a signal's ends)."""
     from vqkeras.codec.codec_model import BUNDLE_JSON, load_codec_model
-    from vqkeras.codec.pipeline import _silence_codes
+    from vqkeras.codec.networks import _silence_codes
 
     codec = load_codec_model(bundle)
     codec.info.silence_codes = _silence_codes(codec).astype(int).tolist()

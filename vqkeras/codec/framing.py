@@ -23,10 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vqkeras.codec import container
+
+if TYPE_CHECKING:
+    from vqkeras.codec.codec_model import CodecInfo
 
 CHUNK_CELLS = 32
 """Cells whose codes (or frames) one network call keeps."""
@@ -120,6 +124,18 @@ class Geometry:
 
     def segment_centres(self, segments: int) -> np.ndarray:
         return (np.arange(segments) + 0.5) * self.segment
+
+
+def model_length(info: CodecInfo, sample_rate: int, num_samples: int) -> int:
+    """Samples at the model rate of an input of ``num_samples`` at ``sample_rate``."""
+    return max(1, math.ceil(num_samples * info.sample_rate / sample_rate))
+
+
+def expected_layout(info: CodecInfo, sample_rate: int, num_samples: int) -> tuple[int, int]:
+    """Code cells and gain segments a file of this length has."""
+    geometry = Geometry.of(info)
+    length = model_length(info, sample_rate, num_samples)
+    return geometry.num_cells(length), geometry.num_segments(length)
 
 
 def half_segment_peaks(block: np.ndarray, start: int, half: int, peaks: np.ndarray) -> None:

@@ -5,7 +5,7 @@ backend: how a function is compiled (`jax.jit` or `tf.function`) and how a
 gradient is taken (`jax.value_and_grad` or `tf.GradientTape`). Compiled
 functions are cached per backend and per key (shape and static parameters), so
 repeated calls with the same shapes do not retrace. On JAX with the user cache
-on, a compiled loop is also saved with `jax.export` (`vqkeras.codec.exported`),
+on, a compiled loop is also saved with `jax.export` (`vqkeras.exported`),
 so a later process runs it without importing Keras at all (the codec's
 decoder starts in about a second).
 """
@@ -80,7 +80,7 @@ def _exported_or_jit(key: Hashable, make_fn: Callable[[], Callable[..., Any]]
             import jax
             import numpy as np
 
-            from vqkeras.codec.exported import load_or_export
+            from vqkeras.exported import load_or_export
 
             name = str(key[0]) if isinstance(key, tuple) and key else "phase"
             digest = hashlib.sha256(repr(key).encode()).hexdigest()

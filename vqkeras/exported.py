@@ -1,16 +1,17 @@
-"""The compressor's XLA programs, saved with `jax.export` in the user cache.
+"""Compiled programs saved with `jax.export` in the user cache.
 
-A warm `vqkeras compress` then needs neither Keras (about 2 s of CPU to
-import) nor the ``.keras`` file: it deserialises the encoder and the decoder
-(weights included; the decoder measures the loudness corrections) and runs
-them; a warm `decompress` also loads the phase reconstruction loop this way
-(`vqkeras.phase._compile`); their machine code comes from JAX's
-persistent compilation cache (`vqkeras.cache`). The first run builds them from
-the Keras model and saves them. A saved program is keyed by everything that
-changes it (model identity, shapes, stages, spectrogram settings, JAX
-version, a hash of vqkeras's source), so a new model, JAX or vqkeras writes
-new files instead of using stale ones.
-Only on the JAX backend.
+It sits below the codec and the phase reconstruction, which both use it, next
+to `vqkeras.cache`, whose folder it writes into. A warm `vqkeras compress`
+then needs neither Keras (about 2 s of CPU to import) nor the ``.keras`` file:
+it deserialises the encoder and the decoder (weights included; the decoder
+measures the loudness corrections) and runs them; a warm `decompress` also
+loads the phase reconstruction loop this way (`vqkeras.phase._compile`);
+their machine code comes from JAX's persistent compilation cache
+(`vqkeras.cache`). The first run builds them from the Keras model and saves
+them. A saved program is keyed by everything that changes it (model
+identity, shapes, stages, spectrogram settings, JAX version, a hash of
+vqkeras's source), so a new model, JAX or vqkeras writes new files instead
+of using stale ones. Only on the JAX backend.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _FORMAT = 1  # bump when the saved files' layout changes
 def _code_digest() -> str:
     """Hash of vqkeras's own source: an edited program (a developer's checkout, an
     upgrade) never runs a stale saved copy whose inputs happen to match."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parent  # the vqkeras package
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode())
