@@ -62,7 +62,9 @@ def _program(codec: CodecModel, name: str, key: dict, example: np.ndarray, body)
     On JAX with the cache on, the program is saved with `jax.export`
     (`vqkeras.exported`), so a warm command needs neither Keras nor the
     model file. On JAX without it, one `jax.jit` per process (Keras on JAX
-    otherwise traces op by op). On other backends, the Keras model eagerly.
+    otherwise traces op by op). On other backends, the Keras model eagerly
+    (on torch without autograd: inference needs no graph, and a tensor that
+    records one cannot become a numpy array).
     """
     from vqkeras.exported import load_or_export
 
@@ -84,8 +86,22 @@ def _program(codec: CodecModel, name: str, key: dict, example: np.ndarray, body)
             import jax
 
             fn = jax.jit(fn)
+        elif keras.backend.backend() == "torch":
+            fn = _torch_inference(fn)
         cache[full] = fn
     return cache[full]
+
+
+def _torch_inference(fn):
+    """`fn` under `torch.no_grad`, numpy out."""
+    import keras
+    import torch
+
+    def call(x):
+        with torch.no_grad():
+            return keras.ops.convert_to_numpy(fn(x))
+
+    return call
 
 
 def _any_length(network):
