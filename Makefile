@@ -20,14 +20,14 @@ DEBIAN_PACKAGES := dataset-fashion-mnist opus-tools lame lmms-common espeak-ng
 # Every source of the codec's training mix (vqkeras data mix): ~370 MB more.
 MIX_PACKAGES := hydrogen-drumkits lmms-common espeak-ng fluid-soundfont-gm
 
-.PHONY: all install system-deps mix-deps data mix report test test-jax test-tensorflow bench default-model clean
+.PHONY: all install system-deps mix-deps data mix report test test-jax test-tensorflow test-torch bench default-model clean
 
 all: report
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,bench,notebook]"
+	$(BIN)/pip install -q -e ".[dev,bench,notebook,torch]"
 	# tinysoundfont's pyaudio dependency needs PortAudio headers and is only
 	# used for live playback, which we never do.
 	$(BIN)/pip install -q --no-deps "tinysoundfont==0.3.7"
@@ -67,13 +67,16 @@ report: install data
 	$(BIN)/vqkeras report $(EXPERIMENTS)
 
 test: install
-	$(MAKE) test-jax test-tensorflow
+	$(MAKE) test-jax test-tensorflow test-torch
 
 test-jax:
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests
 
 test-tensorflow:
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q -m backend tests
+
+test-torch:
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m backend tests
 
 bench: install data mix
 	KERAS_BACKEND=jax $(BIN)/python benchmarks/phase_reconstruction.py

@@ -142,8 +142,6 @@ CASES = [
     Case("predict-iterations-negative", ["predict", "x.wav", "-o", "y.wav", "--model", "run",
                                          "--iterations", "-5"], 2, "argument --iterations",
          setup=_copy_run, needs=("run",)),
-    Case("backend-torch-missing", ["--backend", "torch", "compress", "x.wav", "y.vqz"], 2,
-         "torch package is not installed"),
     Case("codec-model-truncated", ["compress", "x.wav", "y.vqz", "--model", "bundle"], 2,
          "does not load", setup=_torn_codec_bundle),
     Case("config-unknown-family", ["train", "-f", "kazoo.yaml"], 2, "dataset.families[0]: 'kazoo'",
@@ -245,6 +243,21 @@ def test_cli_boundary(case, x_files, tmp_path, monkeypatch, capsys, request, tim
         assert not new, f"a failed command left {sorted(map(str, new))}"
     if case.check is not None:
         case.check(tmp_path)
+
+
+def test_missing_backend_package_is_one_line(monkeypatch, capsys):
+    """``--backend torch`` where torch is not installed (the venv has it: hide it)."""
+    import importlib.util
+
+    from vqkeras.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert main(["--backend", "torch", "compress", "x.wav", "y.vqz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("vqkeras compress: error: --backend torch: the torch package is not installed "
+                   "(pip install torch, or use --backend jax)"), err
 
 
 def test_internal_error_is_one_line_with_hint_and_traceback_with_debug(x_files, tmp_path,
