@@ -1,4 +1,4 @@
-"""Benchmark: training steps per second of the convolutional models, JAX vs TensorFlow on CPU.
+"""Benchmark: training steps per second of the convolutional models, JAX vs TensorFlow (and torch) on CPU.
 
 Models (random inputs of the right shape; the data pipeline is not timed):
 
@@ -16,7 +16,8 @@ Each model is built with its resampling layers as in the thesis (``strided`` /
 `vqkeras.experiments.models.blocks` (``space_to_depth`` / ``subpixel``), then
 trained with ``train_on_batch`` (Adam; ``--loop fit``: ``model.fit`` over numpy arrays,
 as `vqkeras train` runs) on JAX, on JAX with
-`vqkeras.xla_flags.FAST_CPU_CONVOLUTIONS` ("jax-fastconv") and on TensorFlow,
+`vqkeras.xla_flags.FAST_CPU_CONVOLUTIONS` ("jax-fastconv"), on TensorFlow and on
+torch (eager, as Keras runs it by default; ``--backends`` picks),
 each (backend, model, variant) in its own subprocess, interleaved. The first steps (compilation)
 are timed apart; steps/s is over the following ``--steps`` steps, with wall
 and process CPU time. ``--ops`` adds a per-op profile: one layer's forward +
@@ -46,7 +47,7 @@ except ImportError:
 ROOT = Path(__file__).resolve().parents[1]
 # "jax-fastconv": JAX with `vqkeras.xla_flags.FAST_CPU_CONVOLUTIONS` (convolutions on
 # XLA's Eigen kernels instead of YNNPACK; element-wise and reduction fusions on YNNPACK).
-BACKENDS = ("jax", "jax-fastconv", "tensorflow")
+BACKENDS = ("jax", "jax-fastconv", "tensorflow", "torch")
 # (upsampling, downsampling) variants per model. thesis-full with the thesis's layers
 # is left out: on JAX it took > 420 s for 3 steps (timed out) in earlier runs.
 VARIANTS = {
@@ -239,13 +240,15 @@ def write_report(rows: list[dict], out: Path, load: tuple[float, float]) -> None
     labels = [f"{m}\n{v.replace(' / ', chr(10))}"
               for m, v in dict.fromkeys(zip(models.model, models.variant))]
     pos = np.arange(len(labels))
-    for j, backend in enumerate(BACKENDS):
+    backends = list(dict.fromkeys(df.backend))
+    width = 0.8 / len(backends)
+    for j, backend in enumerate(backends):
         vals = []
         for m, v in dict.fromkeys(zip(models.model, models.variant)):
             sel = models[(models.model == m) & (models.variant == v) & (models.backend == backend)]
             # Per CPU-second: on a shared machine wall time measures the other jobs too.
             vals.append(1.0 / float(sel.step_cpu_s.iloc[0]) if len(sel) else 0.0)
-        ax.bar(pos + (j - 1) * 0.27, vals, width=0.27, label=backend)
+        ax.bar(pos + (j - (len(backends) - 1) / 2) * width, vals, width=width, label=backend)
     ax.set_xticks(pos, labels, fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("training steps per CPU second (log)")
@@ -281,6 +284,7 @@ def main(argv=None) -> int:
     parser.add_argument("--full-batch", type=int, default=2, help="batch size of thesis-full")
     parser.add_argument("--full-steps", type=int, default=2, help="timed steps of thesis-full")
     parser.add_argument("--ops", action="store_true", help="also profile single ops")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     parser.add_argument("--loop", choices=["train_on_batch", "fit"], default="train_on_batch",
                         help="time train_on_batch calls on one batch, or model.fit over numpy data")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -310,7 +314,7 @@ def main(argv=None) -> int:
         jobs += [["op", name, str(args.steps)] for name in OPS]
     rows = []
     for job in jobs:
-        for backend in BACKENDS:  # interleaved, so both backends see similar load
+        for backend in args.backends:  # interleaved, so all backends see similar load
             start = time.perf_counter()
             row = run_worker(backend, job, args.timeout)
             if row is not None:
