@@ -13,6 +13,15 @@ import keras
 import numpy as np
 
 
+def to_numpy(x, *args, **kwargs) -> np.ndarray:
+    """``np.asarray`` of a tensor, variable or array on every backend.
+
+    Why not ``np.asarray`` directly: on torch a tensor that requires grad (a
+    layer output, a trainable codebook) refuses ``.numpy()``.
+    """
+    return np.asarray(keras.ops.convert_to_numpy(x), *args, **kwargs)
+
+
 def run_layer_test(
     layer_cls,
     init_kwargs: dict,

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.layer_testing import run_layer_test
+from tests.layer_testing import run_layer_test, to_numpy
 
 pytestmark = pytest.mark.backend
 
@@ -54,10 +54,10 @@ def test_call_equals_decode_of_encode_and_bits(rng, name):
     _, _, dim, codes_per_vector, size = CASES[name]
     layer = _make(name)
     x = rng.normal(size=(3, 7, dim)).astype("float32")
-    codes = np.asarray(layer.encode(x))
+    codes = to_numpy(layer.encode(x))
     assert codes.dtype == np.int32 and codes.min() >= 0 and codes.max() < size
     assert codes.size == 3 * 7 * codes_per_vector
-    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(layer.decode(codes)), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer(x)), to_numpy(layer.decode(codes)), atol=1e-5)
     assert layer.codebook_size == size
     assert layer.bits_per_vector == pytest.approx(codes_per_vector * math.log2(size))
 
@@ -70,7 +70,7 @@ def test_mixed_bfloat16_policy(rng, name):
     out = layer(x, training=True)
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16" and tuple(out.shape) == (2, 5, dim)
     assert "int" in keras.backend.standardize_dtype(layer.encode(x).dtype)
-    assert np.all(np.isfinite(np.asarray(keras.ops.cast(out, "float32"))))
+    assert np.all(np.isfinite(to_numpy(keras.ops.cast(out, "float32"))))
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -83,9 +83,9 @@ def test_gradient_reaches_encoder(rng, name):
     encoder = keras.layers.Dense(dim, name="encoder")
     model = QuantizerMetricsModel(inputs, keras.layers.Dense(dim)(_make(name)(encoder(inputs))))
     model.compile(keras.optimizers.SGD(0.1), "mse")
-    before = np.asarray(encoder.kernel).copy()
+    before = to_numpy(encoder.kernel).copy()
     logs = model.fit(x, x, batch_size=64, epochs=1, verbose=0).history
-    assert np.abs(np.asarray(encoder.kernel) - before).max() > 1e-5
+    assert np.abs(to_numpy(encoder.kernel) - before).max() > 1e-5
     assert any(k.endswith("_perplexity") and v[0] >= 1.0 for k, v in logs.items())
 
 
@@ -93,15 +93,15 @@ def test_fsq_indices_cover_the_product_of_levels():
     from vqkeras.layers import FiniteScalarQuantizer
 
     fsq = FiniteScalarQuantizer([3, 4, 5])
-    grid = np.asarray(fsq.decode(np.arange(60, dtype="int32")))
+    grid = to_numpy(fsq.decode(np.arange(60, dtype="int32")))
     # Every index is a distinct grid point in [-1, 1], and encoding it gives it back.
     assert len({tuple(v) for v in grid.round(6)}) == 60 and np.abs(grid).max() <= 1.0
     # Inputs sweeping a wide range reach every code: the outermost levels are reachable.
     axis = np.linspace(-6, 6, 41, dtype="float32")
     sweep = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    assert set(np.asarray(fsq.encode(sweep)).tolist()) == set(range(60))
+    assert set(to_numpy(fsq.encode(sweep)).tolist()) == set(range(60))
     # Levels per dimension: 3, 4 and 5 distinct values.
-    out = np.asarray(fsq(sweep))
+    out = to_numpy(fsq(sweep))
     assert [len(np.unique(out[:, i].round(6))) for i in range(3)] == [3, 4, 5]
     assert fsq.losses == []  # no auxiliary loss
 
@@ -111,8 +111,8 @@ def test_lfq_codes_are_signs_and_entropy_penalty_spreads_codes(rng):
 
     lfq = LookupFreeQuantizer(4, entropy_weight=0.0, beta=0.0)
     z = rng.normal(size=(10, 4)).astype("float32")
-    np.testing.assert_array_equal(np.asarray(lfq(z)), np.where(z > 0, 1.0, -1.0))
-    np.testing.assert_array_equal(np.asarray(lfq.encode(z)), ((z > 0) * 2 ** np.arange(4)).sum(-1))
+    np.testing.assert_array_equal(to_numpy(lfq(z)), np.where(z > 0, 1.0, -1.0))
+    np.testing.assert_array_equal(to_numpy(lfq.encode(z)), ((z > 0) * 2 ** np.arange(4)).sum(-1))
 
     # A collapsed encoder (every input on one code): the penalty spreads the codes.
     x = rng.normal(size=(256, 4)).astype("float32")
@@ -139,25 +139,25 @@ def test_rvq_shared_codebook_and_groups(rng):
     x = rng.normal(size=(32, 8)).astype("float32")
     shared(x)
     assert len(shared.stages) == 1 and len(shared.trainable_weights) == 1
-    codes = np.asarray(shared.encode(x))
-    book = np.asarray(shared.stages[0].codebook)
-    np.testing.assert_allclose(book[codes].sum(1), np.asarray(shared(x)), atol=1e-5)
+    codes = to_numpy(shared.encode(x))
+    book = to_numpy(shared.stages[0].codebook)
+    np.testing.assert_allclose(book[codes].sum(1), to_numpy(shared(x)), atol=1e-5)
 
     grouped = _make("rvq_grouped")
-    codes = np.asarray(grouped.encode(x))
+    codes = to_numpy(grouped.encode(x))
     assert codes.shape == (32, 2, 2) and len(grouped.stages) == 4
     # The groups are independent: changing the second half leaves group 0's codes.
     y = x.copy()
     y[:, 4:] += 5.0
-    np.testing.assert_array_equal(np.asarray(grouped.encode(y))[:, 0], codes[:, 0])
-    np.testing.assert_allclose(np.asarray(grouped.decode(codes[..., :1])),
-                               np.concatenate([np.asarray(grouped.stages[g * 2].decode(codes[:, g, 0]))
+    np.testing.assert_array_equal(to_numpy(grouped.encode(y))[:, 0], codes[:, 0])
+    np.testing.assert_allclose(to_numpy(grouped.decode(codes[..., :1])),
+                               np.concatenate([to_numpy(grouped.stages[g * 2].decode(codes[:, g, 0]))
                                                for g in range(2)], -1), atol=1e-6)
 
     # Residual FSQ: each stage refines the previous grid cell.
     rfsq = ResidualVectorQuantizer(3, None, 4, stage="fsq", levels=[5, 5, 5, 5])
     z = np.tanh(rng.normal(size=(256, 4))).astype("float32") * 0.9
-    errors = [float(np.mean((np.asarray(rfsq.decode(rfsq.encode(z, num_stages=n))) - z) ** 2)) for n in (1, 2, 3)]
+    errors = [float(np.mean((to_numpy(rfsq.decode(rfsq.encode(z, num_stages=n))) - z) ** 2)) for n in (1, 2, 3)]
     assert errors[1] < errors[0] / 4 and errors[2] < errors[1] / 4
 
 
@@ -235,4 +235,4 @@ def test_codes_identical_after_reload_on_the_other_backend(rng, tmp_path, backen
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["backend"] == other and set(got["codes"]) == set(CASES)
     for layer, (name, (_, _, dim, *_)) in zip(layers, CASES.items()):
-        np.testing.assert_array_equal(np.array(got["codes"][name]), np.asarray(layer.encode(x[..., :dim])), name)
+        np.testing.assert_array_equal(np.array(got["codes"][name]), to_numpy(layer.encode(x[..., :dim])), name)

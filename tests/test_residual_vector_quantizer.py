@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.layer_testing import run_layer_test
+from tests.layer_testing import run_layer_test, to_numpy
 
 pytestmark = pytest.mark.backend
 
@@ -16,7 +16,7 @@ def frames(notes):
     """Log-magnitude frames of the real notes, (N, 16) after a fixed random projection."""
     from vqkeras.layers import Spectrogram
 
-    db = np.asarray(Spectrogram(frame_length=256, frame_step=128, mode="db")(notes[:, :32000]))
+    db = to_numpy(Spectrogram(frame_length=256, frame_step=128, mode="db")(notes[:, :32000]))
     flat = (db.reshape(-1, db.shape[-1]) + 80.0) / 80.0
     proj = np.random.default_rng(0).normal(size=(flat.shape[1], 16)).astype("float32") / np.sqrt(flat.shape[1])
     return (flat @ proj).astype("float32")
@@ -41,8 +41,8 @@ def test_more_stages_lower_error_on_spectrogram_frames(frames):
     for n in range(1, 5):
         codes = rvq.encode(frames, num_stages=n)
         assert tuple(codes.shape) == (frames.shape[0], n)
-        recon = np.asarray(rvq.decode(codes))
-        np.testing.assert_allclose(recon, np.asarray(rvq(frames, num_stages=n)), atol=1e-4)
+        recon = to_numpy(rvq.decode(codes))
+        np.testing.assert_allclose(recon, to_numpy(rvq(frames, num_stages=n)), atol=1e-4)
         errors.append(float(np.mean((frames - recon) ** 2)))
     assert all(b < 0.9 * a for a, b in zip(errors, errors[1:])), errors
 
@@ -52,11 +52,11 @@ def test_quantizer_dropout_uses_fewer_stages_sometimes(rng):
 
     x = rng.normal(size=(64, 4)).astype("float32")
     rvq = ResidualVectorQuantizer(3, 8, 4, quantizer_dropout=1.0, seed=0)
-    full = np.asarray(rvq(x))
-    partial = {n: np.asarray(rvq.decode(rvq.encode(x, num_stages=n))) for n in (1, 2, 3)}
+    full = to_numpy(rvq(x))
+    partial = {n: to_numpy(rvq.decode(rvq.encode(x, num_stages=n))) for n in (1, 2, 3)}
     seen = set()
     for _ in range(12):
-        out = np.asarray(rvq(x, training=True))
+        out = to_numpy(rvq(x, training=True))
         match = [n for n, p in partial.items() if np.allclose(out, p, atol=1e-5)]
         assert len(match) == 1
         seen.add(match[0])
@@ -75,8 +75,8 @@ def test_keras_round_trip_restores_every_codebook(rng, tmp_path):
     model.save(tmp_path / "rvq.keras")
     reloaded = keras.saving.load_model(tmp_path / "rvq.keras").get_layer("rvq")
     for a, b in zip(rvq.stages, reloaded.stages):
-        np.testing.assert_array_equal(np.asarray(a.codebook), np.asarray(b.codebook))
-    np.testing.assert_array_equal(np.asarray(reloaded.encode(x)), np.asarray(rvq.encode(x)))
+        np.testing.assert_array_equal(to_numpy(a.codebook), to_numpy(b.codebook))
+    np.testing.assert_array_equal(to_numpy(reloaded.encode(x)), to_numpy(rvq.encode(x)))
 
 
 def test_bad_arguments_and_inputs(rng):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.layer_testing import run_layer_test
+from tests.layer_testing import run_layer_test, to_numpy
 
 pytestmark = pytest.mark.backend
 
@@ -34,10 +34,10 @@ def test_encode_decode_invariant_and_nearest_code(rng):
 
     vq = VectorQuantizer(32, 5, seed=1)
     z = rng.normal(size=(3, 7, 11, 5)).astype("float32")
-    codes = np.asarray(vq.encode(z))
+    codes = to_numpy(vq.encode(z))
     assert codes.shape == (3, 7, 11) and codes.dtype == np.int32
-    np.testing.assert_allclose(np.asarray(vq(z)), np.asarray(vq.decode(codes)), atol=1e-5)
-    codebook = np.asarray(vq.codebook)
+    np.testing.assert_allclose(to_numpy(vq(z)), to_numpy(vq.decode(codes)), atol=1e-5)
+    codebook = to_numpy(vq.codebook)
     brute = ((z[..., None, :] - codebook) ** 2).sum(-1).argmin(-1)
     np.testing.assert_array_equal(codes, brute)
 
@@ -48,7 +48,7 @@ def test_commitment_and_codebook_losses(rng, ema):
 
     vq = VectorQuantizer(16, 4, beta=0.5, ema=ema, seed=2)
     z = rng.normal(size=(64, 4)).astype("float32")
-    q = np.asarray(vq.decode(vq.encode(z)))
+    q = to_numpy(vq.decode(vq.encode(z)))
     vq(z)
     (loss,) = vq.losses
     mse = np.mean((z - q) ** 2)
@@ -65,9 +65,9 @@ def test_gradient_reaches_encoder_straight_through(rng):
     vq = VectorQuantizer(8, 4, seed=0, name="vq")
     model = keras.Model(inputs, keras.layers.Dense(4)(vq(encoder(inputs))))
     model.compile(keras.optimizers.SGD(0.1), "mse")
-    before = np.asarray(encoder.kernel).copy()
+    before = to_numpy(encoder.kernel).copy()
     model.train_on_batch(z, z)
-    assert np.abs(np.asarray(encoder.kernel) - before).max() > 1e-4
+    assert np.abs(to_numpy(encoder.kernel) - before).max() > 1e-4
 
 
 def _fit_far_codebook(x, centres, **kwargs):
@@ -103,7 +103,7 @@ def test_ema_and_dead_code_restart_raise_usage(rng, tmp_path):
     # Most clusters got a code of their own, close to the centre (a code
     # shared by two clusters is used, so it is never restarted).
     def covered(vq):
-        codebook = np.asarray(vq.codebook)
+        codebook = to_numpy(vq.codebook)
         return int((np.sqrt(((centres[:, None] - codebook[None]) ** 2).sum(-1)).min(1) < 0.5).sum())
 
     assert covered(plain) <= 1
@@ -114,7 +114,7 @@ def test_ema_and_dead_code_restart_raise_usage(rng, tmp_path):
     path = tmp_path / "vq.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(np.asarray(reloaded.get_layer("vq").encode(x)), np.asarray(revived.encode(x)))
+    np.testing.assert_array_equal(to_numpy(reloaded.get_layer("vq").encode(x)), to_numpy(revived.encode(x)))
 
 
 @pytest.mark.parametrize("initializer", ["first_batch", "kmeans++"])
@@ -126,7 +126,7 @@ def test_data_initializers_place_codes_on_data(rng, initializer):
     vq(x[:8])  # inference does not initialise
     vq.embeddings.assign(np.full((16, 4), 20.0, "float32"))
     vq(x, training=True)
-    codebook = np.asarray(vq.codebook)
+    codebook = to_numpy(vq.codebook)
     to_data = np.sqrt(((codebook[:, None] - x[None]) ** 2).sum(-1)).min(1)
     assert to_data.max() < 1.0  # every code moved onto (or next to) a data point
     covered = np.sqrt(((centres[:, None] - codebook[None]) ** 2).sum(-1)).min(1)
@@ -134,7 +134,7 @@ def test_data_initializers_place_codes_on_data(rng, initializer):
         assert covered.max() < 0.5  # k-means++ covers every cluster
     before = codebook.copy()
     vq(x[::-1], training=True)  # the second training call keeps the codebook
-    np.testing.assert_allclose(np.asarray(vq.codebook), before, atol=1e-2)
+    np.testing.assert_allclose(to_numpy(vq.codebook), before, atol=1e-2)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.layer_testing import run_layer_test
+from tests.layer_testing import run_layer_test, to_numpy
 
 pytestmark = pytest.mark.backend
 
@@ -34,10 +34,10 @@ def test_call_equals_decode_of_encode(rng, kwargs):
 
     vq = VectorQuantizer(32, 8, seed=1, **kwargs)
     z = rng.normal(size=(3, 5, 8)).astype("float32")
-    codes = np.asarray(vq.encode(z))
+    codes = to_numpy(vq.encode(z))
     heads = kwargs.get("num_heads", 1)
     assert codes.shape == ((3, 5, heads) if heads > 1 else (3, 5)) and codes.dtype == np.int32
-    np.testing.assert_allclose(np.asarray(vq(z)), np.asarray(vq.decode(codes)), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(vq(z)), to_numpy(vq.decode(codes)), atol=1e-5)
     assert vq.bits_per_vector == pytest.approx(5 * heads)
 
 
@@ -46,13 +46,13 @@ def test_cosine_codes_and_outputs_have_unit_norm(rng):
 
     vq = VectorQuantizer(16, 4, distance="cosine", seed=0)
     z = rng.normal(size=(64, 4)).astype("float32") * 5.0
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(vq.codebook), axis=-1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(vq(z)), axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(to_numpy(vq.codebook), axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(to_numpy(vq(z)), axis=-1), 1.0, atol=1e-5)
     # Nearest by angle: scaling an input does not change its code.
-    np.testing.assert_array_equal(np.asarray(vq.encode(z)), np.asarray(vq.encode(z * 0.01)))
-    book = np.asarray(vq.codebook)
+    np.testing.assert_array_equal(to_numpy(vq.encode(z)), to_numpy(vq.encode(z * 0.01)))
+    book = to_numpy(vq.codebook)
     zn = z / np.linalg.norm(z, axis=-1, keepdims=True)
-    np.testing.assert_array_equal(np.asarray(vq.encode(z)), (zn @ book.T).argmax(-1))
+    np.testing.assert_array_equal(to_numpy(vq.encode(z)), (zn @ book.T).argmax(-1))
 
 
 def test_codebook_dim_quantizes_in_a_learned_low_dimensional_space(rng):
@@ -63,15 +63,15 @@ def test_codebook_dim_quantizes_in_a_learned_low_dimensional_space(rng):
     vq(x)
     assert tuple(vq.codebook.shape) == (16, 2)
     # Outputs span at most the 2-dimensional image of the up-projection (+ bias).
-    out = np.asarray(vq(x)) - np.asarray(vq.project_out_bias)
+    out = to_numpy(vq(x)) - to_numpy(vq.project_out_bias)
     assert np.linalg.matrix_rank(out, tol=1e-4) <= 2
     inputs = keras.Input((8,))
     model = QuantizerMetricsModel(inputs, vq(inputs))
     model.compile(keras.optimizers.SGD(0.1), "mse")
-    before = [np.asarray(w).copy() for w in (vq.project_in_kernel, vq.project_out_kernel)]
+    before = [to_numpy(w).copy() for w in (vq.project_in_kernel, vq.project_out_kernel)]
     model.fit(x, x, batch_size=64, epochs=1, verbose=0)
     for w, b in zip((vq.project_in_kernel, vq.project_out_kernel), before):
-        assert np.abs(np.asarray(w) - b).max() > 1e-5  # both projections learn
+        assert np.abs(to_numpy(w) - b).max() > 1e-5  # both projections learn
 
 
 def test_orthogonal_regularisation_adds_its_term(rng):
@@ -82,7 +82,7 @@ def test_orthogonal_regularisation_adds_its_term(rng):
     ortho = VectorQuantizer(8, 4, seed=0, orthogonal_reg_weight=2.0)
     plain(z)
     ortho(z)
-    book = np.asarray(ortho.codebook)
+    book = to_numpy(ortho.codebook)
     normed = book / np.linalg.norm(book, axis=-1, keepdims=True)
     expected = 2.0 * np.mean((normed @ normed.T - np.eye(8)) ** 2)
     np.testing.assert_allclose(float(ortho.losses[0]) - float(plain.losses[0]), expected, rtol=1e-4)
@@ -96,9 +96,9 @@ def _one_step_kernel_change(gradient, x, target):
     vq = VectorQuantizer(8, 4, seed=0, gradient=gradient, beta=0.0, trainable=False)
     model = keras.Model(inputs, vq(front(inputs)))
     model.compile(keras.optimizers.SGD(0.05), "mse")
-    before = np.asarray(front.kernel).copy()
+    before = to_numpy(front.kernel).copy()
     model.train_on_batch(x, target)
-    return np.asarray(front.kernel) - before
+    return to_numpy(front.kernel) - before
 
 
 def test_rotation_trick_forward_is_the_code_and_gradient_differs_but_trains(rng):
@@ -107,7 +107,7 @@ def test_rotation_trick_forward_is_the_code_and_gradient_differs_but_trains(rng)
     z = rng.normal(size=(16, 4)).astype("float32")
     st = VectorQuantizer(8, 4, seed=0)
     rot = VectorQuantizer(8, 4, seed=0, gradient="rotation")
-    np.testing.assert_allclose(np.asarray(rot(z)), np.asarray(st(z)), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(rot(z)), to_numpy(st(z)), atol=1e-5)
 
     x = rng.normal(size=(64, 4)).astype("float32")
     target = x * 0.5
@@ -136,8 +136,8 @@ def test_separate_codebooks_per_head(rng):
 
     vq = VectorQuantizer(16, 6, num_heads=3, separate_codebook_per_head=True, seed=0)
     z = rng.normal(size=(20, 6)).astype("float32")
-    codes = np.asarray(vq.encode(z))
-    books = np.asarray(vq.codebook)
+    codes = to_numpy(vq.encode(z))
+    books = to_numpy(vq.codebook)
     assert books.shape == (3, 16, 2) and codes.shape == (20, 3)
     for h in range(3):
         brute = ((z[:, None, 2 * h:2 * h + 2] - books[h][None]) ** 2).sum(-1).argmin(-1)
@@ -152,13 +152,13 @@ def test_gumbel_sampling_in_training_only(rng):
 
     z = rng.normal(size=(256, 4)).astype("float32")
     vq = VectorQuantizer(16, 4, stochastic_temperature=1.0, seed=0, trainable=False)
-    nearest = np.asarray(vq.decode(vq.encode(z)))
-    np.testing.assert_allclose(np.asarray(vq(z, training=False)), nearest, atol=1e-6)
-    sampled = np.asarray(vq(z, training=True))
+    nearest = to_numpy(vq.decode(vq.encode(z)))
+    np.testing.assert_allclose(to_numpy(vq(z, training=False)), nearest, atol=1e-6)
+    sampled = to_numpy(vq(z, training=True))
     differs = np.any(np.abs(sampled - nearest) > 1e-6, axis=-1).mean()
     assert 0.05 < differs < 0.95  # some, not all, codes are drawn away from the nearest
     cold = VectorQuantizer(16, 4, stochastic_temperature=1e-4, seed=0, trainable=False)
-    np.testing.assert_allclose(np.asarray(cold(z, training=True)), nearest, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(cold(z, training=True)), nearest, atol=1e-6)
 
 
 def test_mask_keeps_padding_out_of_ema_losses_and_metrics(rng):
@@ -173,7 +173,7 @@ def test_mask_keeps_padding_out_of_ema_losses_and_metrics(rng):
     masked, clean = VectorQuantizer(**kwargs), VectorQuantizer(**kwargs)
     masked(padded, training=True, mask=mask)
     clean(z[:, :6], training=True)
-    np.testing.assert_allclose(np.asarray(masked.codebook), np.asarray(clean.codebook), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(masked.codebook), to_numpy(clean.codebook), atol=1e-5)
     np.testing.assert_allclose(float(masked.losses[0]), float(clean.losses[0]), rtol=1e-5)
     np.testing.assert_allclose(float(masked.last_usage.numpy()), float(clean.last_usage.numpy()))
     # Keras mask propagation reaches the layer too.
@@ -181,7 +181,7 @@ def test_mask_keeps_padding_out_of_ema_losses_and_metrics(rng):
     hidden = keras.layers.Masking(100.0)(inputs)
     model = keras.Model(inputs, VectorQuantizer(**kwargs, name="vq")(hidden))
     model(padded, training=True)
-    np.testing.assert_allclose(np.asarray(model.get_layer("vq").codebook), np.asarray(clean.codebook), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(model.get_layer("vq").codebook), to_numpy(clean.codebook), atol=1e-5)
     # The residual quantizer hands the mask to its VQ stages.
     from vqkeras.layers import ResidualVectorQuantizer
 
@@ -190,7 +190,7 @@ def test_mask_keeps_padding_out_of_ema_losses_and_metrics(rng):
     rvq_masked(padded, training=True, mask=mask)
     rvq_clean(z[:, :6], training=True)
     for a, b in zip(rvq_masked.stages, rvq_clean.stages):
-        np.testing.assert_allclose(np.asarray(a.codebook), np.asarray(b.codebook), atol=1e-5)
+        np.testing.assert_allclose(to_numpy(a.codebook), to_numpy(b.codebook), atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [
