@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from vqkeras.layers.quantizer_base import internal_dtype
+
 _MODES = ("magnitude", "power", "db")
 # Windows that keras.ops.stft accepts by name; any other scipy window name is
 # turned into an explicit tensor at build time.
@@ -185,7 +187,7 @@ class Spectrogram(keras.layers.Layer):
     @property
     def input_dtype(self):
         """float32 under a mixed policy: the STFT is computed in float32 (see "Mixed precision")."""
-        return "float32" if self.compute_dtype in ("float16", "bfloat16") else self.compute_dtype
+        return internal_dtype(self.compute_dtype)
 
     def build(self, input_shape):
         self._check_shape(input_shape)
