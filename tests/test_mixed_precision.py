@@ -189,10 +189,11 @@ def test_training_precision_is_validated_with_a_suggestion():
 
 
 @pytest.mark.slow
-def test_mixed_float16_run_resumes_and_reloads_in_float32(tiny_config, tmp_path, backend):
+def test_mixed_float16_run_resumes_and_reloads_in_float32(request, tmp_path, backend):
     """Loss scaling, its optimizer state across a resume, the policy restored, float32 inference."""
     if backend == "torch":
         pytest.skip("experiment configs run on jax or tensorflow")
+    tiny_config = request.getfixturevalue("tiny_config")  # after the skip: it needs a config backend
     from vqkeras.experiments.training import load_run, train
 
     config = tiny_config.with_overrides({"training.precision": "mixed_float16", "training.validation": False,
