@@ -13,6 +13,15 @@ import keras
 import numpy as np
 
 
+def to_numpy(x, *args, **kwargs) -> np.ndarray:
+    """``np.asarray`` of a tensor, variable or array on every backend.
+
+    Why not ``np.asarray`` directly: on torch a tensor that requires grad (a
+    layer output, a trainable codebook) refuses ``.numpy()``.
+    """
+    return np.asarray(keras.ops.convert_to_numpy(x), *args, **kwargs)
+
+
 def run_layer_test(
     layer_cls,
     init_kwargs: dict,
@@ -109,7 +118,3 @@ def run_layer_test(
         assert not np.allclose(keras.ops.convert_to_numpy(front.kernel), before), "no gradient reached the input"
     return layer
 
-
-def to_numpy(x, dtype=None) -> np.ndarray:
-    """`np.asarray` that also takes any backend's tensors (a torch tensor that needs grad too)."""
-    return np.asarray(keras.ops.convert_to_numpy(x), dtype=dtype)

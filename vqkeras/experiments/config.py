@@ -41,6 +41,7 @@ DEFAULT_ROOTS = {
     "mnist": "data/mnist",
     "cifar10": "data/cifar-10-batches-py",
 }
+PRECISIONS = ["float32", "mixed_bfloat16", "mixed_float16"]
 # Short names used in sweep run names ("vq-K64", "ae-D2").
 SHORT_KEYS = {"num_embeddings": "K", "embedding_dim": "D", "num_hiddens": "H", "num_stages": "S"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
@@ -288,6 +289,10 @@ class TrainingConfig:
     keep_checkpoints: int = _spec(2, "int", positive=True)
     verbose: int = _spec(1, "int", choices=[0, 1, 2])
     tensorboard: bool = _spec(True, "bool")
+    # Keras dtype policy of the run (docs/backends.md, "Mixed precision"): "mixed_*"
+    # computes the convolutions in 16 bits with float32 variables; the quantizers
+    # and the loss stay float32; mixed_float16 adds loss scaling.
+    precision: str = _spec("float32", "str", choices=PRECISIONS)
 
 
 @dataclass

@@ -222,6 +222,24 @@ def _make_checkpoint_callback(run_dir: Path, *, seed: int, keep: int):
     return EpochCheckpoint()
 
 
+@contextlib.contextmanager
+def _dtype_policy(precision: str):
+    """Run the block under the Keras global dtype policy `precision`, then restore the previous one.
+
+    Models built (or reloaded from a checkpoint) inside take it: a mixed
+    policy computes in 16 bits with float32 variables. Outside, the caller's
+    policy is back, so evaluation reloads the saved model in float32.
+    """
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def _has_tensorboard() -> bool:
     import importlib.util
 
@@ -344,7 +362,7 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
         raise ConfigError(f"dataset: no training examples left (batch_size {training.batch_size})")
 
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
-    with scope:
+    with scope, _dtype_policy(training.precision):
         import vqkeras.layers  # noqa: F401  (registers custom layers)
 
         found = (_find_checkpoint(run_dir, lambda p: keras.saving.load_model(p, compile=True))

@@ -75,18 +75,37 @@ class FiniteScalarQuantizer(BaseQuantizer):
     def _check(self, x, who):
         return checked_vectors(self, x, who, "len(levels)")
 
-    def _integer_grid(self, z):
-        """Bounded, rounded values in ``[-(L//2), (L-1)//2 ... ]`` (float32, straight-through)."""
+    def _constants(self):
+        """``(half_l, offset, shift, half_width)`` as float32 tensors (computed in numpy once).
+
+        Why tensors: a numpy array on the left of an op with a tensor (``ndarray
+        * Tensor``) makes numpy convert the tensor, and on torch a tensor that
+        requires grad refuses ``.numpy()`` inside `fit`.
+        """
         levels = np.asarray(self.levels, "float32")
         half_l = (levels - 1.0) * (1.0 + _EPS) / 2.0
         offset = np.where(levels % 2 == 0, 0.5, 0.0).astype("float32")
         shift = np.arctanh(offset / half_l).astype("float32")
+        half_width = np.asarray([v // 2 for v in self.levels], "float32")
+        return tuple(ops.convert_to_tensor(c, dtype="float32") for c in (half_l, offset, shift, half_width))
+
+    def _integer_grid(self, z):
+        """Bounded, rounded values in ``[-(L//2), (L-1)//2 ... ]`` (float32, straight-through)."""
+        half_l, offset, shift, _ = self._constants()
         bounded = ops.tanh(ops.cast(z, "float32") + shift) * half_l - offset
         return bounded + ops.stop_gradient(ops.round(bounded) - bounded)
 
     @property
     def _half_width(self):
-        return np.asarray([v // 2 for v in self.levels], "float32")
+        return self._constants()[3]
+
+    def _basis_tensor(self):
+        return ops.convert_to_tensor(self._basis.astype("int32"), dtype="int32")
+
+    def _digits_to_index(self, grid):
+        """Mixed-radix index (int32) of a float32 integer grid; exact for any int32 code count."""
+        digits = ops.cast(ops.round(grid) + self._half_width, "int32")
+        return ops.sum(digits * self._basis_tensor(), axis=-1)
 
     # ------------------------------------------------------------ interface
     def encode(self, x):
@@ -95,14 +114,14 @@ class FiniteScalarQuantizer(BaseQuantizer):
         Parameters
         ----------
         x : tensor [shape=(..., len(levels)), float]
+            float16/bfloat16 inputs are cast to float32 first.
 
         Returns
         -------
         tensor [shape=x.shape[:-1], int32], in ``[0, prod(levels))``
         """
         x = self._check(x, "FiniteScalarQuantizer.encode")
-        digits = ops.cast(ops.round(self._integer_grid(x)) + self._half_width, "int32")
-        return ops.sum(digits * ops.convert_to_tensor(self._basis.astype("int32")), axis=-1)
+        return self._digits_to_index(self._integer_grid(x))
 
     def decode(self, indices):
         """Grid vectors of integer indices.
@@ -113,24 +132,25 @@ class FiniteScalarQuantizer(BaseQuantizer):
 
         Returns
         -------
-        tensor [shape=indices.shape + (len(levels),), float32]
+        tensor [shape=indices.shape + (len(levels),), compute dtype] (float32
+        unless the layer runs under a mixed policy, like `call`)
         """
         indices = ops.convert_to_tensor(indices)
         check_int(indices, "FiniteScalarQuantizer.decode")
         indices = ops.cast(indices, "int32")[..., None]
-        basis = ops.convert_to_tensor(self._basis.astype("int32"))
-        levels = ops.convert_to_tensor(np.asarray(self.levels, "int32"))
-        digits = ops.cast((indices // basis) % levels, "float32")
-        return (digits - self._half_width) / self._half_width
+        levels = ops.convert_to_tensor(np.asarray(self.levels, "int32"), dtype="int32")
+        # Integer digits, then float32: bfloat16 could not hold an index >= 257.
+        digits = ops.cast((indices // self._basis_tensor()) % levels, "float32")
+        half_width = self._half_width
+        return self._output((digits - half_width) / half_width)
 
     def call(self, inputs, training=None):
         z = self._check(inputs, "FiniteScalarQuantizer")
         grid = self._integer_grid(z)
         quantized = grid / self._half_width
-        digits = ops.cast(ops.round(ops.stop_gradient(grid)) + self._half_width, "int32")
-        idx = ops.sum(digits * ops.convert_to_tensor(self._basis.astype("int32")), axis=-1)
+        idx = self._digits_to_index(ops.stop_gradient(grid))
         self._record_statistics(idx, training)
-        return ops.cast(quantized, inputs.dtype)
+        return self._output(quantized)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

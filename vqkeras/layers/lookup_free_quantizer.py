@@ -96,7 +96,7 @@ class LookupFreeQuantizer(BaseQuantizer):
 
     def _indices(self, z):
         bits = ops.cast(z > 0, "int32")
-        return ops.sum(bits * ops.convert_to_tensor(self._basis), axis=-1)
+        return ops.sum(bits * ops.convert_to_tensor(self._basis, dtype="int32"), axis=-1)
 
     def encode(self, x):
         """Indices: bit ``i`` is set where dimension ``i`` is positive.
@@ -120,14 +120,16 @@ class LookupFreeQuantizer(BaseQuantizer):
 
         Returns
         -------
-        tensor [shape=indices.shape + (embedding_dim,), float32]
+        tensor [shape=indices.shape + (embedding_dim,), compute dtype] (float32
+        unless the layer runs under a mixed policy, like `call`)
         """
         indices = ops.convert_to_tensor(indices)
         check_int(indices, "LookupFreeQuantizer.decode")
-        bits = (ops.cast(indices, "int32")[..., None] // ops.convert_to_tensor(self._basis)) % 2
-        return (ops.cast(bits, "float32") * 2.0 - 1.0) * self.scale
+        bits = (ops.cast(indices, "int32")[..., None] // ops.convert_to_tensor(self._basis, dtype="int32")) % 2
+        return self._output((ops.cast(bits, "float32") * 2.0 - 1.0) * self.scale)
 
     def call(self, inputs, training=None):
+        # float32 signs and entropies even under a mixed policy (see quantizer_base).
         z = ops.cast(self._check(inputs, "LookupFreeQuantizer"), "float32")
         q = ops.where(z > 0, self.scale, -self.scale)
         sg = ops.stop_gradient
@@ -141,7 +143,7 @@ class LookupFreeQuantizer(BaseQuantizer):
                 loss = loss + self.beta * ops.mean(ops.square(z - sg(q)))
             self.add_loss(loss)
         self._record_statistics(self._indices(z), training)
-        return ops.cast(z + sg(q - z), inputs.dtype)
+        return self._output(z + sg(q - z))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

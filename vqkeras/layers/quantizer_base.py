@@ -23,6 +23,16 @@ fraction of the codes, per batch, averaged over the epoch). Where they reach the
   `update_quantizer_metrics(self)`. In any other model the two metrics are
   absent from the logs (never a silent 0.0) and the first quantiser warns once,
   naming the fix.
+
+Mixed precision. Under a ``mixed_float16`` / ``mixed_bfloat16`` policy a
+quantiser's variables (codebook, EMA statistics, counters) are float32 and are
+never autocast: distances, argmin, EMA updates, restarts and FSQ/LFQ index
+arithmetic all run in float32 (bfloat16 cannot even hold the integer 257, and
+float16 distances of unnormalised latents overflow). Low-precision inputs are
+cast to float32 on entry (`BaseQuantizer.input_dtype`); ``encode`` returns
+int32; ``call`` and ``decode`` return the layer's compute dtype, so
+``layer(x) == decode(encode(x))`` still holds at inference. A float32 layer
+computes exactly as before.
 """
 
 from __future__ import annotations
@@ -79,6 +89,26 @@ def checked_vectors(layer, x, who: str, size_name: str):
     check_vector_size(layer, x.shape, who, size_name)
     if not layer.built:
         layer.build(x.shape)
+    return to_internal(x)
+
+
+LOW_PRECISION = ("float16", "bfloat16")
+
+
+def internal_dtype(compute_dtype: str) -> str:
+    """The dtype a layer computes in: float32 for a low-precision compute dtype, else that dtype."""
+    return "float32" if compute_dtype in LOW_PRECISION else compute_dtype
+
+
+def to_internal(x):
+    """`x` cast to float32 if it is float16/bfloat16 (a no-op otherwise).
+
+    Why: squared distances, argmin ties and mixed-radix index sums are exact
+    in float32 for the sizes used here, not in 8 (bfloat16) or 11 (float16)
+    mantissa bits.
+    """
+    if keras.backend.standardize_dtype(x.dtype) in LOW_PRECISION:
+        return ops.cast(x, "float32")
     return x
 
 
@@ -158,6 +188,23 @@ class BaseQuantizer(keras.layers.Layer):
         # Trace-time flag: statistics written in `call` that the model still
         # has to push into the trackers (the JAX path, see module doc).
         self._stats_pending = False
+
+    # ------------------------------------------------------- mixed precision
+    @property
+    def input_dtype(self):
+        """float32 under a mixed policy: `__call__` casts float inputs to it, not to bfloat16/float16."""
+        return internal_dtype(self.compute_dtype)
+
+    def add_weight(self, *args, **kwargs):
+        # The layer's state stays float32 when read inside a mixed-precision
+        # call: no autocast to the compute dtype (EMA sums in bfloat16 would
+        # stop moving once decay * sum rounds back to sum).
+        kwargs.setdefault("autocast", False)
+        return super().add_weight(*args, **kwargs)
+
+    def _output(self, x):
+        """`x` in the layer's compute dtype (what `call` and `decode` return)."""
+        return ops.cast(x, self.compute_dtype)
 
     # ------------------------------------------------------------ interface
     @property

@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
-from vqkeras.layers.quantizer_base import BaseQuantizer, check_float, check_int
+from vqkeras.layers.quantizer_base import LOW_PRECISION, BaseQuantizer, check_float, check_int, to_internal
 from vqkeras.layers.vector_quantizer import VectorQuantizer
 
 
@@ -119,16 +119,20 @@ class ResidualVectorQuantizer(BaseQuantizer):
         # of the shipped codec model.
         self.stages = []
         per_group = 1 if self.shared_codebook else num_stages
+        # Under a mixed policy the stages run in float32 end to end: a stage
+        # output rounded to bfloat16 would leave a wrong residual for the next
+        # stage (codes unlike the float32 model's). The sum is cast once, at the end.
+        stage_dtype = "float32" if self.compute_dtype in LOW_PRECISION else self.dtype_policy
         for g in range(num_groups):
             for i in range(per_group):
                 name = f"{self.name}_stage{i}" if num_groups == 1 else f"{self.name}_g{g}_stage{i}"
                 k = g * per_group + i
                 if stage == "fsq":
-                    self.stages.append(FiniteScalarQuantizer(self.levels, name=name, dtype=self.dtype_policy))
+                    self.stages.append(FiniteScalarQuantizer(self.levels, name=name, dtype=stage_dtype))
                 else:
                     self.stages.append(VectorQuantizer(num_embeddings, group_dim,
                                                        seed=None if seed is None else seed + k + 1,
-                                                       name=name, dtype=self.dtype_policy, **vq_kwargs))
+                                                       name=name, dtype=stage_dtype, **vq_kwargs))
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True  # VQ stages leave padding out of their statistics and losses
 
@@ -150,8 +154,12 @@ class ResidualVectorQuantizer(BaseQuantizer):
         return self.stages[group if self.shared_codebook else group * self.num_stages + i]
 
     def _fsq_scale(self, i: int):
-        """Residual FSQ: stage ``i`` works on the residual times ``(levels - 1)**i``."""
-        return (np.asarray(self.levels, "float32") - 1.0) ** i
+        """Residual FSQ: stage ``i`` works on the residual times ``(levels - 1)**i`` (a float32 tensor).
+
+        A tensor, not a numpy array: ``ndarray * Tensor`` would make numpy call
+        ``.numpy()`` on a torch tensor that requires grad.
+        """
+        return ops.convert_to_tensor((np.asarray(self.levels, "float32") - 1.0) ** i, dtype="float32")
 
     def build(self, input_shape):
         group_shape = tuple(input_shape[:-1]) + (self.group_dim,)
@@ -177,7 +185,7 @@ class ResidualVectorQuantizer(BaseQuantizer):
         if self.stage == "fsq":
             scale = ops.cast(self._fsq_scale(i), residual.dtype)
             return ops.cast(stage(residual * scale, training=training), residual.dtype) / scale
-        return stage(residual, training=training, mask=mask)
+        return ops.cast(stage(residual, training=training, mask=mask), residual.dtype)
 
     def call(self, inputs, training=None, num_stages=None, mask=None):
         check_float(inputs, "ResidualVectorQuantizer")
@@ -185,6 +193,7 @@ class ResidualVectorQuantizer(BaseQuantizer):
             raise ValueError(f"ResidualVectorQuantizer expects the last axis to be embedding_dim="
                              f"{self.embedding_dim}. Received: input shape={tuple(inputs.shape)}")
         n = self._check_stages(num_stages)
+        inputs = to_internal(inputs)
         active = None
         if training and self.quantizer_dropout > 0 and num_stages is None:
             # One draw per batch: with probability p keep 1..num_stages stages.
@@ -204,7 +213,7 @@ class ResidualVectorQuantizer(BaseQuantizer):
                     quantized = quantized * ops.cast(float(i) < active, quantized.dtype)
                 output = output + quantized
             outputs.append(output)
-        return outputs[0] if self.num_groups == 1 else ops.concatenate(outputs, axis=-1)
+        return self._output(outputs[0] if self.num_groups == 1 else ops.concatenate(outputs, axis=-1))
 
     def encode(self, x, num_stages: int | None = None):
         """Codes of the first `num_stages` stages.
@@ -228,6 +237,7 @@ class ResidualVectorQuantizer(BaseQuantizer):
                              f"{self.embedding_dim}. Received: input shape={tuple(x.shape)}")
         if not self.built:
             self.build(x.shape)
+        x = to_internal(x)
         groups = []
         for g, group in enumerate(self._split(x)):
             residual = group
@@ -255,8 +265,9 @@ class ResidualVectorQuantizer(BaseQuantizer):
 
         Returns
         -------
-        tensor [shape=indices.shape[:-1] + (embedding_dim,), float]
-        (groups: ``indices.shape[:-2] + (embedding_dim,)``)
+        tensor [shape=indices.shape[:-1] + (embedding_dim,), compute dtype]
+        (groups: ``indices.shape[:-2] + (embedding_dim,)``); summed in float32
+        under a mixed policy, then cast, like `call`.
         """
         indices = ops.convert_to_tensor(indices)
         check_int(indices, "ResidualVectorQuantizer.decode")
@@ -276,7 +287,7 @@ class ResidualVectorQuantizer(BaseQuantizer):
                     vectors = vectors / self._fsq_scale(i)
                 output = vectors if output is None else output + vectors
             outputs.append(output)
-        return outputs[0] if self.num_groups == 1 else ops.concatenate(outputs, axis=-1)
+        return self._output(outputs[0] if self.num_groups == 1 else ops.concatenate(outputs, axis=-1))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

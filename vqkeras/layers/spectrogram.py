@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from vqkeras.layers.quantizer_base import internal_dtype
+
 _MODES = ("magnitude", "power", "db")
 # Windows that keras.ops.stft accepts by name; any other scipy window name is
 # turned into an explicit tensor at build time.
@@ -107,6 +109,13 @@ class Spectrogram(keras.layers.Layer):
         when ``center=True`` (else ``1 + (samples - fft_length) // frame_step``)
         and ``bins = fft_length // 2 + 1`` (or ``num_mel_bins``).
 
+    Mixed precision:
+        Under ``mixed_bfloat16`` / ``mixed_float16`` the input (any float
+        dtype) is cast to float32, the STFT, power, mel and dB run in float32
+        and the output is cast to the compute dtype. float16 tops out at 65504:
+        a ``"power"`` spectrogram of loud audio overflows to ``inf`` there, so
+        use ``"db"``/``"magnitude"`` or give this layer ``dtype="float32"``.
+
     Raises:
         ValueError: A bad argument, an input of the wrong rank or a non-float input.
 
@@ -174,6 +183,11 @@ class Spectrogram(keras.layers.Layer):
     def num_bins(self) -> int:
         """Bins on the last output axis (``fft_length // 2 + 1`` or ``num_mel_bins``)."""
         return self.num_mel_bins or self._fft_length // 2 + 1
+
+    @property
+    def input_dtype(self):
+        """float32 under a mixed policy: the STFT is computed in float32 (see "Mixed precision")."""
+        return internal_dtype(self.compute_dtype)
 
     def build(self, input_shape):
         self._check_shape(input_shape)

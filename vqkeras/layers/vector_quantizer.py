@@ -30,6 +30,7 @@ from vqkeras.layers.quantizer_base import (  # noqa: F401  (re-exported: older i
     batch_statistics,
     check_float,
     check_int,
+    to_internal,
     update_quantizer_metrics,
 )
 
@@ -319,7 +320,8 @@ class VectorQuantizer(BaseQuantizer):
         if x.shape[-1] != self.embedding_dim:
             raise ValueError(f"{who} expects the last axis to be embedding_dim={self.embedding_dim}. "
                              f"Received: input shape={tuple(x.shape)}")
-        return ops.reshape(x, (-1, self.embedding_dim))
+        # float32 from here on under a mixed policy (distances, argmin, EMA).
+        return to_internal(ops.reshape(x, (-1, self.embedding_dim)))
 
     def _distances(self, z, books):
         """(N', B, d) x (B, K, d) -> (N', B, K) squared distances."""
@@ -365,8 +367,9 @@ class VectorQuantizer(BaseQuantizer):
 
         Returns
         -------
-        tensor [shape=indices.shape + (embedding_dim,), float] (heads:
-        ``indices.shape[:-1] + (embedding_dim,)``)
+        tensor [shape=indices.shape + (embedding_dim,), compute dtype] (heads:
+        ``indices.shape[:-1] + (embedding_dim,)``); bfloat16/float16 under a
+        mixed policy, like `call`.
         """
         indices = ops.convert_to_tensor(indices)
         check_int(indices, "VectorQuantizer.decode")
@@ -380,7 +383,8 @@ class VectorQuantizer(BaseQuantizer):
             lead = tuple(ops.shape(indices))
         books = self._books_in_use()
         codes = self._lookup(books, ops.reshape(indices, (-1, self._books)))
-        return ops.reshape(self._project_out(ops.reshape(codes, (-1, self._quant_dim))), lead + (self.embedding_dim,))
+        out = self._project_out(ops.reshape(codes, (-1, self._quant_dim)))
+        return self._output(ops.reshape(out, lead + (self.embedding_dim,)))
 
     # ------------------------------------------------------------ init paths
     @staticmethod
@@ -427,22 +431,35 @@ class VectorQuantizer(BaseQuantizer):
             centroids = ops.where(counts[:, None] > 0, means, centroids)
         return centroids
 
+    def _draw_books(self, z, weights, u):
+        """Codebook(s) drawn from the batch ``z`` (books stacked): weighted rows or k-means++."""
+        books = []
+        for b in range(self._books):
+            if self.initializer == "kmeans++":
+                books.append(self._kmeans_pp(z[:, b], weights, u[b]))
+            else:
+                books.append(self._weighted_rows(z[:, b], weights, u[b]))
+        return ops.stack(books)
+
     def _data_init(self, z, weights):
         """On the first training call, replace the codebook(s) by ones drawn from data."""
         z = ops.stop_gradient(ops.cast(z, "float32"))
-        current = self._raw_books()
+        # Drawn on every call, whether used or not, so the seed state advances
+        # alike on every backend (same restarts after the first step).
         u = keras.random.uniform((self._books, self.num_embeddings), seed=self.seed_generator)
-
-        def draw():
-            books = []
-            for b in range(self._books):
-                if self.initializer == "kmeans++":
-                    books.append(self._kmeans_pp(z[:, b], weights, u[b]))
-                else:
-                    books.append(self._weighted_rows(z[:, b], weights, u[b]))
-            return ops.stack(books)
-
-        new = ops.cond(self.initialized > 0.5, lambda: current, draw)
+        if keras.backend.backend() == "torch":
+            # Why not `ops.cond`: on torch it is a Python `if` inside a freshly
+            # named `Cond` operation, and torch.compile (jit_compile=True)
+            # guards on that name, recompiling every step up to dynamo's
+            # limit. A plain branch on the flag is one data-dependent graph
+            # break with two cached continuations, and eager torch skips
+            # the k-means++ work once initialised.
+            if self.initialized.value > 0.5:
+                return
+            new = self._draw_books(z, weights, u)
+        else:
+            current = self._raw_books()
+            new = ops.cond(self.initialized > 0.5, lambda: current, lambda: self._draw_books(z, weights, u))
         self._set_books(new)
         if self.ema:
             fresh = self.initialized < 0.5
@@ -506,7 +523,7 @@ class VectorQuantizer(BaseQuantizer):
         else:
             out = z + ops.stop_gradient(quantized - z)  # straight-through
         out = self._project_out(ops.reshape(out, (-1, self._quant_dim)))
-        return ops.reshape(out, ops.shape(inputs))
+        return self._output(ops.reshape(out, ops.shape(inputs)))
 
     def _add_losses(self, z, quantized, books, weights):
         # Means over the unmasked elements (all of them without a mask, as Sonnet).

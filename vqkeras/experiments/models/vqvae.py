@@ -358,6 +358,9 @@ def compile_model(model: VQVAE | Autoencoder, *, learning_rate: float = 2e-4,
         over ``total_steps`` optimizer steps (then holds it).
     total_steps : int, optional
         Steps of the whole run; required for ``"cosine"``.
+
+    A model built under the ``mixed_float16`` policy gets Adam wrapped in
+    `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling).
     """
     if schedule == "cosine":
         if not total_steps or total_steps < 1:
@@ -370,5 +373,9 @@ def compile_model(model: VQVAE | Autoencoder, *, learning_rate: float = 2e-4,
         raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
     metrics = [keras.metrics.MeanMetricWrapper(clipped_mean_squared_error, name="mse"),
                keras.metrics.MeanMetricWrapper(clipped_sum_squared_error, name="sse")]
-    model.compile(optimizer=keras.optimizers.Adam(rate),
-                  loss=keras.losses.MeanSquaredError(), metrics=metrics)
+    optimizer = keras.optimizers.Adam(rate)
+    if model.dtype_policy.name == "mixed_float16":
+        # float16 gradients underflow without loss scaling (bfloat16 has
+        # float32's exponent range and needs none).
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss=keras.losses.MeanSquaredError(), metrics=metrics)
