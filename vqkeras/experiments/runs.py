@@ -222,8 +222,19 @@ def record_run(run_dir: Path, *, backend: str) -> Iterator[None]:
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
     def end(state: str, error: str | None = None) -> None:
+        import signal
+        import threading
+
         record.update(state=state, ended=_now(), wall_seconds=round(time.time() - started, 1), error=error)
-        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        # A second Ctrl-C (a terminal sends it to the whole process group, Ray to its
+        # worker's) must not cost the record of the first.
+        guard = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if guard else None
+        try:
+            atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        finally:
+            if guard:
+                signal.signal(signal.SIGINT, previous)
 
     try:
         yield

@@ -49,11 +49,13 @@ class SweepResult:
     detail: str = ""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the training child gets SIGTERM if its Ray worker is killed (a forced cancel)."""
+def _child_signals() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """The training child hears Ctrl-C, and (Linux) gets SIGTERM if its Ray worker is killed."""
     import ctypes
     import signal
 
+    # Ray workers block SIGINT, and a signal mask survives exec: the child would never see it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -93,7 +95,7 @@ def train_in_child(run: str, argv: Sequence[str], cwd: str, env: dict[str, str],
                   f"{' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env={**os.environ, **env}, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                stderr=subprocess.STDOUT, preexec_fn=_child_signals)
         try:
             while proc.poll() is None:
                 time.sleep(0.5)
@@ -216,9 +218,12 @@ def run_sweep(experiment: str | Path, *, names: Sequence[str] | None = None, ind
         finished = 0
         try:
             while pending:
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                name = pending.pop(ref)
-                results[name] = _result(ray, ref, name)
+                # A timeout, so that Ctrl-C is seen at once, not when the next run ends.
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if not ready:
+                    continue
+                name = pending.pop(ready[0])
+                results[name] = _result(ray, ready[0], name)
                 finished += 1
                 r = results[name]
                 where = f" on {r.host} ({r.device})" if r.host else ""
