@@ -27,7 +27,7 @@ all: report
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,bench,notebook,torch]"
+	$(BIN)/pip install -q -e ".[dev,bench,notebook,torch,cluster]"
 	# tinysoundfont's pyaudio dependency needs PortAudio headers and is only
 	# used for live playback, which we never do.
 	$(BIN)/pip install -q --no-deps "tinysoundfont==0.3.7"

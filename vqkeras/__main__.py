@@ -1,4 +1,4 @@
-"""``python -m vqkeras``: the same as the ``vqkeras`` command."""
+"""``python -m vqkeras``: the ``vqkeras`` command (what `vqkeras sweep` starts in each Ray task)."""
 
 import sys
 

@@ -65,6 +65,16 @@ def _int_at_least(low: int):
     return parse
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 _non_negative_int = _int_at_least(0)
 _positive_int = _int_at_least(1)
 
@@ -83,23 +93,50 @@ def _cmd_data_mix(args: argparse.Namespace) -> None:
     print(build_mix(args.out, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet))
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
+def _selected_runs(args: argparse.Namespace) -> list:
+    """The runs of ``-f`` that ``--run`` / ``--run-index`` pick (all by default)."""
     from vqkeras.experiments.config import load_config
+    from vqkeras.experiments.runs import select_runs
+
+    return select_runs(load_config(args.file).expand(), args.runs, args.run_index)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    runs = _selected_runs(args)
+    if args.list_runs:
+        print("\n".join(run.run_name for run in runs))
+        return
     from vqkeras.experiments.training import train
 
-    config = load_config(args.file)
-    for run_config in config.expand():
-        print(train(run_config, resume=not args.restart))
+    for run_config in runs:
+        print(train(run_config, resume=not args.restart, wait=args.wait))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from vqkeras.experiments.config import load_config
     from vqkeras.experiments.evaluation import evaluate
 
-    config = load_config(args.file)
-    for run_config in config.expand():
+    for run_config in _selected_runs(args):
         result = evaluate(run_config, split=args.split)
         print(result.summary_text())
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    from vqkeras.experiments.runs import run_status, status_table
+
+    print(status_table([run_status(run) for run in _selected_runs(args)]))
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from vqkeras.experiments.sweep import run_sweep, sweep_table
+
+    results = run_sweep(args.file, names=args.runs, index=args.run_index, address=args.address,
+                        gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                        num_cpus=args.num_cpus, backend=args.backend)
+    print(sweep_table(results))
+    failed = [r.run for r in results if r.status == "failed"]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} runs failed: {', '.join(failed)} "
+                        f"(see the table above, and train.log in their run folders)")
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -182,6 +219,16 @@ def _cmd_codec_train_default(args: argparse.Namespace) -> None:
     print(train_default_model(data_dir=args.data, out_dir=args.out))
 
 
+def _add_run_selectors(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--file", required=True, help="experiment YAML")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run", dest="runs", action="append", metavar="NAME",
+                       help="only this run; a glob such as 'vq-*' picks several; repeatable")
+    which.add_argument("--run-index", type=_non_negative_int, metavar="I",
+                       help="only the I-th run (0-based, `train --list-runs` order), e.g. "
+                            "$SLURM_ARRAY_TASK_ID")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vqkeras", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=BACKENDS,
@@ -217,14 +264,38 @@ def build_parser() -> argparse.ArgumentParser:
     mix.set_defaults(func=_cmd_data_mix)
 
     train = sub.add_parser("train", help="train the run(s) of an experiment YAML")
-    train.add_argument("-f", "--file", required=True, help="experiment YAML")
+    _add_run_selectors(train)
     train.add_argument("--restart", action="store_true", help="ignore checkpoints and start over")
+    train.add_argument("--list-runs", action="store_true",
+                       help="print the (selected) run names, one a line, and train nothing")
+    train.add_argument("--wait", action="store_true",
+                       help="if another process is training a run, wait for it instead of refusing")
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate trained run(s) on a split")
-    evaluate.add_argument("-f", "--file", required=True, help="experiment YAML")
+    _add_run_selectors(evaluate)
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    status = sub.add_parser("status", help="per run: state, epochs done, last validation error",
+                            description="Read the run folders only: works while the runs train "
+                                        "elsewhere (docs/sweeps.md, 'Run states').")
+    _add_run_selectors(status)
+    status.set_defaults(func=_cmd_status)
+
+    sweep = sub.add_parser("sweep", help="train the unfinished runs as Ray tasks, in parallel",
+                           description="One Ray task per unfinished run (needs the cluster extra: "
+                                       "pip install 'vqkeras[cluster]'); ends with a table of "
+                                       "run, status, wall time, host, device (docs/sweeps.md).")
+    _add_run_selectors(sweep)
+    sweep.add_argument("--address", help="Ray cluster to run on (e.g. ray://head:10001, head:6379 or "
+                                         "auto; default: a local Ray instance for this command)")
+    sweep.add_argument("--gpus-per-run", type=_non_negative_float, default=None,
+                       help="GPUs per run (default: 1 if the cluster has GPUs, else 0)")
+    sweep.add_argument("--cpus-per-run", type=_positive_float, default=1.0, help="CPUs per run (default 1)")
+    sweep.add_argument("--num-cpus", type=_positive_int, default=None,
+                       help="CPUs of the local Ray instance (default: all; not with --address)")
+    sweep.set_defaults(func=_cmd_sweep)
 
     predict = sub.add_parser("predict", help="reconstruct a sound file through a trained model")
     predict.add_argument("input", help="input WAV")

@@ -245,6 +245,7 @@ def run_report(experiment_paths: Sequence[str | Path] | str | Path, *, reports_r
                                       reports_dir=reports_dir, backend=run_backend, progress=progress)
             facts = run_provenance(backend=run_backend, wall_seconds=time.monotonic() - started,
                                    reused_runs=reused, total_runs=len(runs))
+            facts.update(runs_provenance(runs))
             indexes.append(write_index(reports_dir, title=config.name, experiment=source, note=note,
                                        description=config.description or "", notebooks=executed,
                                        provenance=facts))
@@ -309,6 +310,37 @@ def run_provenance(*, backend: str, wall_seconds: float, reused_runs: int = 0,
                          + (f"; {reused_runs} of {total_runs} runs were already trained and reused)"
                             if reused_runs else ", every run trained from scratch)"),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def runs_provenance(runs: Sequence[Any]) -> dict[str, str]:
+    """Where each run was trained (host, device, backend, time), from its ``run.json``.
+
+    Runs of one report may come from many hosts (``vqkeras sweep``, a Slurm
+    array); the report machine is then only where the notebooks ran.
+    """
+    import json
+
+    from vqkeras.experiments.runs import read_record
+
+    facts, hosts = {}, set()
+    for run in runs:
+        record = read_record(run.run_dir())
+        if record.get("host"):
+            hosts.add(record["host"])
+            minutes = record.get("wall_seconds")
+            facts[f"run {run.run_name}"] = (
+                f"host {record['host']}, device {record.get('device', '?')}, backend "
+                f"{record.get('backend', '?')}" + (f", {minutes / 60:.1f} min" if minutes else "")
+                + (f", {record['state']}" if record.get("state") != "finished" else ""))
+            continue
+        try:  # trained before run.json existed: `done` still names the backend
+            done = json.loads((run.run_dir() / "done").read_text())
+            facts[f"run {run.run_name}"] = f"host and device not recorded, backend {done.get('backend', '?')}"
+        except (OSError, ValueError, AttributeError):
+            facts[f"run {run.run_name}"] = "not trained"
+    if hosts:
+        facts = {"training hosts": f"{len(hosts)} ({', '.join(sorted(hosts))})", **facts}
+    return facts
 
 
 @contextlib.contextmanager

@@ -282,7 +282,7 @@ def _distribution(batch_size: int):
 
 
 def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path | None = None,
-          resume: bool = True, callbacks: Sequence[Any] = ()) -> Path:
+          resume: bool = True, callbacks: Sequence[Any] = (), wait: bool = False) -> Path:
     """Train one run and return its run folder.
 
     Parameters
@@ -296,6 +296,9 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
         and skip a finished run. False starts over (deletes the run's outputs).
     callbacks : sequence of keras.callbacks.Callback
         Extra callbacks (e.g. `vqkeras.phase.AudioReconstructionCallback`).
+    wait : bool
+        If another process is training this run (it holds ``run_dir/.lock``),
+        wait for it instead of raising `RunBusyError`.
 
     Returns
     -------
@@ -307,18 +310,39 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
     ConfigError
         The config has a sweep, its backend is not the active one, or the run
         folder holds a different experiment.
+    RunBusyError
+        Another process is training the run (see `vqkeras.experiments.runs`).
     """
-    import keras
-    import yaml
-
-    from vqkeras.experiments.datasets import load_split
-    from vqkeras.experiments.models import build_model, compile_model
+    from vqkeras.experiments.runs import record_run, run_lock
 
     config = load_config(config)
     if config.sweep is not None:
         raise ConfigError(f"{config.name}: has a sweep; train each of config.expand() instead")
     backend = check_backend(config)
     run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
+    def finished() -> bool:
+        return resume and (run_dir / DONE_FILE).is_file() and (run_dir / MODEL_FILE).is_file()
+
+    if finished():
+        # Skipped (or refused as another configuration): nothing is written, so no
+        # lock, and run.json keeps the host and device that trained the run.
+        return _train(config, run_dir=run_dir, resume=resume, callbacks=callbacks)
+    with run_lock(run_dir, wait=wait):
+        if finished():  # by the process we waited for
+            return _train(config, run_dir=run_dir, resume=resume, callbacks=callbacks)
+        with record_run(run_dir, backend=backend):
+            return _train(config, run_dir=run_dir, resume=resume, callbacks=callbacks)
+
+
+def _train(config: ExperimentConfig, *, run_dir: Path, resume: bool, callbacks: Sequence[Any]) -> Path:
+    """`train` inside the run's lock."""
+    import keras
+    import yaml
+
+    from vqkeras.experiments.datasets import load_split
+    from vqkeras.experiments.models import build_model, compile_model
+
+    backend = check_backend(config)
     if not resume:
         _clear_run(run_dir)
     config_path = run_dir / CONFIG_FILE
