@@ -60,21 +60,24 @@ import json, sys
 import numpy as np
 import vqkeras
 import keras
-folder, images_path, waves_path = sys.argv[1:4]
+images_path, waves_path, *folders = sys.argv[1:]
 images, waves = np.load(images_path), np.load(waves_path)
-result = {"backend": keras.backend.backend()}
-vqvae = keras.models.load_model(f"{folder}/vqvae.keras")
-z = vqvae.encoder(images)
-result["vqvae_codes"] = np.asarray(keras.ops.convert_to_numpy(vqvae.quantizer.encode(z))).tolist()
-result["vqvae_steps"] = int(keras.ops.convert_to_numpy(vqvae.optimizer.iterations))
-result["vqvae_optimizer"] = type(vqvae.optimizer).__module__
-result["vqvae_loss"] = float(vqvae.train_on_batch(images, images)[0])
-model = keras.models.load_model(f"{folder}/layers.keras")
-feats = model.get_layer("features")(model.get_layer("spec")(waves))
-for name in ("vq", "rvq", "fsq", "lfq"):
-    result[name] = np.asarray(keras.ops.convert_to_numpy(model.get_layer(name).encode(feats))).tolist()
-result["layers_steps"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-print(json.dumps(result))
+results = []
+for folder in folders:
+    result = {"backend": keras.backend.backend()}
+    vqvae = keras.models.load_model(f"{folder}/vqvae.keras")
+    z = vqvae.encoder(images)
+    result["vqvae_codes"] = np.asarray(keras.ops.convert_to_numpy(vqvae.quantizer.encode(z))).tolist()
+    result["vqvae_steps"] = int(keras.ops.convert_to_numpy(vqvae.optimizer.iterations))
+    result["vqvae_optimizer"] = type(vqvae.optimizer).__module__
+    result["vqvae_loss"] = float(vqvae.train_on_batch(images, images)[0])
+    model = keras.models.load_model(f"{folder}/layers.keras")
+    feats = model.get_layer("features")(model.get_layer("spec")(waves))
+    for name in ("vq", "rvq", "fsq", "lfq"):
+        result[name] = np.asarray(keras.ops.convert_to_numpy(model.get_layer(name).encode(feats))).tolist()
+    result["layers_steps"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    results.append(result)
+print(json.dumps(results))
 """
 
 
@@ -112,16 +115,26 @@ def saved(inputs, tmp_path_factory):
     return folders
 
 
+@pytest.fixture(scope="module")
+def loaded(saved, inputs):
+    """``{(saved_on, loaded_on): result}``: each backend loads the three saved folders in one fresh process."""
+    results = {}
+    for backend in BACKENDS:
+        out = _run(_LOAD, backend, *inputs, *(saved[b] for b in BACKENDS)).stdout.strip().splitlines()[-1]
+        for saved_on, result in zip(BACKENDS, json.loads(out)):
+            results[saved_on, backend] = result
+    return results
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("saved_on", BACKENDS)
-def test_saved_models_load_on_every_backend(saved, inputs, saved_on):
-    results = {b: json.loads(_run(_LOAD, b, saved[saved_on], *inputs).stdout.strip().splitlines()[-1])
-               for b in BACKENDS}
-    reference = results[saved_on]
+def test_saved_models_load_on_every_backend(loaded, saved_on):
+    reference = loaded[saved_on, saved_on]
     assert reference["vqvae_steps"] == 3 and reference["layers_steps"] == 1
     # The trained codebooks are used: more than one code over 4 notes.
     assert len(np.unique(reference["vqvae_codes"])) > 1
-    for backend, got in results.items():
+    for backend in BACKENDS:
+        got = loaded[saved_on, backend]
         assert got["backend"] == backend
         # The backend's own optimizer class (no torch class on JAX / TensorFlow), its state restored.
         assert (backend == "torch") == ("torch" in got["vqvae_optimizer"]), got["vqvae_optimizer"]

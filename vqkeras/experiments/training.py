@@ -320,6 +320,7 @@ def train(config: ExperimentConfig | str | Path | dict, *, run_dir: str | Path |
         raise ConfigError(f"{config.name}: has a sweep; train each of config.expand() instead")
     backend = check_backend(config)
     run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
+
     def finished() -> bool:
         return resume and (run_dir / DONE_FILE).is_file() and (run_dir / MODEL_FILE).is_file()
 
