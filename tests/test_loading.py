@@ -202,3 +202,19 @@ def test_torch_threads_typo_is_named(monkeypatch):
     monkeypatch.setenv("VQKERAS_TORCH_THREADS", "one")
     with pytest.raises(ValueError, match="VQKERAS_TORCH_THREADS must be a whole number"):
         keras_setup.torch_threads()
+
+
+def test_torch_threads_typo_is_one_line_on_the_command_line(notes, tmp_path):
+    from vqkeras.audio_io import write_wav
+
+    write_wav(tmp_path / "note.wav", notes[0], 16000)
+    env = {**os.environ, "VQKERAS_TORCH_THREADS": "one", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-m", "vqkeras", "--backend", "torch", "compress",
+                           str(tmp_path / "note.wav"), str(tmp_path / "out.vqz")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "vqkeras compress: error: VQKERAS_TORCH_THREADS must be a whole number (0: torch's default). "
+        "Received: 'one'")
+    assert not (tmp_path / "out.vqz").exists()

@@ -48,8 +48,10 @@ def torch_threads() -> int | None:
         try:
             count = int(chosen)
         except ValueError:
-            raise ValueError(f"VQKERAS_TORCH_THREADS must be a whole number (0: torch's default). "
-                             f"Received: {chosen!r}") from None
+            from vqkeras.errors import ConfigError  # a ValueError; the CLI prints it in one line
+
+            raise ConfigError(f"VQKERAS_TORCH_THREADS must be a whole number (0: torch's default). "
+                              f"Received: {chosen!r}") from None
         return count if count > 0 else None
     if os.environ.get("OMP_NUM_THREADS"):  # the user chose; torch reads it itself
         return None
