@@ -175,3 +175,41 @@ def gm_program(program: int) -> GMProgram:
             f"GM program {program} has no NSynth instrument family (pads, effects and "
             f"unpitched percussion are not rendered). Received: program={program}")
     return GM_PROGRAMS[program]
+
+
+def family_of_note_name(name: str) -> str | None:
+    """The NSynth instrument family in an NSynth note name, or None if it is not one.
+
+    NSynth (and `vqkeras data render`) names a note
+    ``<family>_<source>_<NNN>-<pitch>-<velocity>``, e.g.
+    ``synth_lead_synthetic_001-060-100`` (a file name's suffix is ignored).
+    """
+    stem = name.rsplit("/", 1)[-1]
+    stem = stem[:-4] if stem.lower().endswith(".wav") else stem
+    instrument, _, rest = stem.partition("-")
+    parts = rest.split("-")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    for source in NSYNTH_SOURCES:
+        head, sep, number = instrument.rpartition(f"_{source}_")
+        if sep and number.isdigit() and head in NSYNTH_FAMILIES:
+            return head
+    return None
+
+
+def family_of_recipe(recipe: str) -> str | None:
+    """The NSynth family of a rendered note's recipe (``...:program=70:...``), or None.
+
+    The codec mix's manifest names each note by such a recipe
+    (`vqkeras.data.codec_mix.note_clips`); the GM program maps to a family
+    through `GM_PROGRAMS`.
+    """
+    for field in recipe.split(":"):
+        key, sep, value = field.partition("=")
+        if sep and key == "program":
+            try:
+                info = GM_PROGRAMS.get(int(value))
+            except ValueError:
+                return None
+            return None if info is None else info.family
+    return None
