@@ -13,12 +13,18 @@ DATA_DIR ?= data/nsynth-rendered
 # pretty_midi wheel), also where FluidR3_GM is installed (the codec mix needs it).
 REPORT_SOUNDFONT ?= TimGM6mb
 MIX_DIR ?= data/codec-mix
+# Families of `make mix` (empty: all five). The shipped model was trained on
+# MIX_FAMILIES=notes,drums,samples,speech (before speech-recorded existed).
+MIX_FAMILIES ?=
 # Debian packages: the Fashion-MNIST set in IDX format (tests), the
 # baseline codecs of the rate-distortion benchmark, and the small sources of
 # the codec mix that its tests read (LMMS samples, espeak-ng).
 DEBIAN_PACKAGES := dataset-fashion-mnist opus-tools lame lmms-common espeak-ng
-# Every source of the codec's training mix (vqkeras data mix): ~370 MB more.
-MIX_PACKAGES := hydrogen-drumkits lmms-common espeak-ng fluid-soundfont-gm
+# Every source of the codec's training mix (vqkeras data mix): ~450 MB more
+# (fillets-ng-data-cs/-nl: the recorded dialogue of speech-recorded, 84 MB;
+# its tests skip without them, so `make test` does not install them).
+MIX_PACKAGES := hydrogen-drumkits lmms-common espeak-ng fluid-soundfont-gm \
+	fillets-ng-data-cs fillets-ng-data-nl
 
 .PHONY: all install system-deps mix-deps data mix report test test-jax test-tensorflow test-torch bench default-model clean
 
@@ -61,7 +67,7 @@ data: $(STAMP)
 	$(BIN)/vqkeras data render --soundfont $(REPORT_SOUNDFONT) --out $(DATA_DIR)
 
 mix: $(STAMP) $(MIX_STAMP)
-	$(BIN)/vqkeras data mix --out $(MIX_DIR)
+	$(BIN)/vqkeras data mix --out $(MIX_DIR) $(if $(MIX_FAMILIES),--families $(MIX_FAMILIES))
 
 report: install data
 	$(BIN)/vqkeras report $(EXPERIMENTS)

@@ -21,14 +21,20 @@ from vqkeras.data.codec_mix import (
     load_mix,
     note_clips,
     real_audio_clips,
+    mix_families,
+    recorded_speech_files,
     speech_clips,
 )
 from vqkeras.errors import DatasetError
 
 LMMS = MixSources().lmms_root
+FILLETS = MixSources().fillets_root
 
 needs_lmms = pytest.mark.skipif(not LMMS.is_dir(),
                                 reason=f"Debian's lmms-common is not installed ({LMMS})")
+needs_fillets = pytest.mark.skipif(
+    not all(any(FILLETS.glob(f"*/{lang}/*.ogg")) for lang in ("cs", "nl")),
+    reason=f"Debian's fillets-ng-data-cs and fillets-ng-data-nl are not installed ({FILLETS})")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="Debian's espeak-ng is not installed")
 
@@ -121,10 +127,64 @@ def test_notes_come_from_the_renders_train_instruments(timgm_soundfont):
     assert {program(c) for c in test} <= set(programs["test"])
 
 
+def _fake_dialogue(root, names) -> None:
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # 5 s of noise at 22.05 kHz, stereo like the Dutch files: two 4-s pieces.
+        sf.write(path, 0.1 * rng.standard_normal((5 * 22050, 2)), 22050, format="OGG",
+                 subtype="VORBIS")
+
+
+def test_recorded_speech_is_the_dialogue_of_the_chosen_languages(tmp_path):
+    names = [f"level{k}/{lang}/x-m-line{k}.ogg" for k in range(12) for lang in ("cs", "nl")]
+    names += ["share/border/cs/sp-shout.ogg", "level0/en/x-m-line0.ogg", "music/cs.ogg"]
+    _fake_dialogue(tmp_path, names)
+    (tmp_path / "level0" / "cs" / "readme.txt").write_text("not audio")
+    files = recorded_speech_files(tmp_path, ("cs", "nl"))
+    rel = [p.relative_to(tmp_path).as_posix() for p in files]
+    assert rel == sorted(n for n in names if "/en/" not in n and n != "music/cs.ogg")
+    assert recorded_speech_files(tmp_path, ("nl",)) == [p for p in files if p.parent.name == "nl"]
+    clips = {split: real_audio_clips("speech-recorded", split, 100, root=tmp_path, package="x",
+                                     max_pieces=2, files=files) for split in ("train", "test")}
+    for split, chosen in clips.items():
+        assert_clips_ok(chosen)
+        assert {c.source for c in chosen} == {r for r in rel if file_split(r) == split}
+        assert {c.offset_s for c in chosen} == {0.0, 4.0}
+    with pytest.raises(ValueError, match="languages"):
+        recorded_speech_files(tmp_path, ("en",))
+
+
+def test_missing_recorded_speech_names_its_packages(tmp_path):
+    _fake_dialogue(tmp_path, ["level0/cs/x-m-a.ogg"])
+    sizes = MixSizes(train={"speech-recorded": 1}, test={})
+    with pytest.raises(DatasetError, match="apt-get install fillets-ng-data-nl") as err:
+        check_sources(MixSources(fillets_root=tmp_path), sizes)
+    assert "fillets-ng-data-cs" not in str(err.value)
+    with pytest.raises(DatasetError, match="fillets-ng-data-cs.*fillets-ng-data-nl"):
+        check_sources(MixSources(fillets_root=tmp_path / "none"), sizes)
+    check_sources(MixSources(fillets_root=tmp_path, fillets_languages=("cs",)), sizes)
+
+
+@needs_fillets
+def test_recorded_speech_clips_are_real_and_split_by_file():
+    train = real_audio_clips("speech-recorded", "train", 3, root=FILLETS, package="x",
+                             max_pieces=2, files=recorded_speech_files(FILLETS, ("cs", "nl")))
+    test = real_audio_clips("speech-recorded", "test", 3, root=FILLETS, package="x",
+                            max_pieces=2, files=recorded_speech_files(FILLETS, ("cs", "nl")))
+    assert_clips_ok(train + test)
+    assert all(file_split(c.source) == "train" for c in train)
+    assert all(file_split(c.source) == "test" for c in test)
+
+
 @pytest.mark.parametrize("family, field, value, package", [
     ("samples", "lmms_root", "no-such-dir", "lmms-common"),
     ("drums", "hydrogen_root", "no-such-dir", "hydrogen-drumkits"),
     ("speech", "espeak", "no-such-espeak-ng", "espeak-ng"),
+    ("speech-recorded", "fillets_root", "no-such-dir", "fillets-ng-data-cs"),
 ])
 def test_a_missing_source_names_its_package(tmp_path, family, field, value, package):
     if field.endswith("root"):
@@ -201,3 +261,70 @@ def test_cli_names_the_missing_package_in_one_line(tmp_path, monkeypatch, capsys
     # One line naming every missing source (here at least LMMS; others may be missing too).
     assert len(err.splitlines()) == 1 and "apt-get install lmms-common" in err, err
     assert not (tmp_path / "mix").exists()
+
+
+#: The marker parameters of the four-family mix as written before speech-recorded
+#: existed (`vqkeras data mix`'s defaults): such folders must still be recognised.
+FOUR_FAMILY_PARAMETERS = {
+    "format_version": 1, "seed": 0, "sample_rate": 16000, "clip_seconds": 4.0,
+    "test_percent": 12, "tail_db": -40.0,
+    "sizes": {"train": {"notes": 1000, "drums": 500, "samples": 400, "speech": 625},
+              "test": {"notes": 64, "drums": 48, "samples": 48, "speech": 48},
+              "max_pieces": {"drums": 2, "samples": 4, "speech": 2}},
+    "sources": {"soundfonts": ["FluidR3_GM", "TimGM6mb"],
+                "hydrogen_root": "/usr/share/hydrogen/data/drumkits",
+                "lmms_root": "/usr/share/lmms/samples", "espeak": "espeak-ng"}}
+
+
+def test_the_four_family_mix_keeps_its_old_parameters():
+    four = MixSizes().only(codec_mix.SHIPPED_FAMILIES)
+    assert not four.wanted("speech-recorded") and four.wanted("speech")
+    assert codec_mix._parameters(four, MixSources(), 0) == FOUR_FAMILY_PARAMETERS
+    five = codec_mix._parameters(MixSizes(), MixSources(), 0)
+    assert five["sizes"]["train"]["speech-recorded"] == 500
+    assert five["sources"]["fillets_languages"] == ["cs", "nl"]
+    with pytest.raises(ValueError, match="families"):
+        MixSizes().only(["notes", "birdsong"])
+
+
+def test_a_four_family_folder_is_reused_and_loads(tmp_path, caplog):
+    sources = MixSources(soundfonts=("TimGM6mb",))
+    old_sizes = MixSizes(train={"notes": 2}, test={"notes": 1})
+    out = build_mix(tmp_path / "mix", sizes=old_sizes, sources=sources, progress=False)
+    # No folder or summary entry for a family that was not asked for.
+    assert sorted(p.name for p in (out / "test").iterdir()) == ["notes"]
+    summary = json.loads((out / codec_mix.MARKER).read_text())["summary"]
+    assert list(summary) == ["notes"]
+    marker = (out / codec_mix.MARKER).read_text()
+    # Asking for the same mix plus speech-recorded keeps the folder as it is (with
+    # a warning): its families are the clips a fresh build would write for them.
+    with_speech = MixSizes(train={"notes": 2, "speech-recorded": 1}, test={"notes": 1})
+    with caplog.at_level("WARNING", logger="vqkeras.data.codec_mix"):
+        assert build_mix(out, sizes=with_speech, sources=sources, progress=False) == out
+    assert "four-family mix" in caplog.text and "--overwrite" in caplog.text
+    assert (out / codec_mix.MARKER).read_text() == marker
+    with pytest.raises(DatasetError, match="other parameters"):   # a different mix still fails
+        build_mix(out, sizes=MixSizes(train={"notes": 3}, test={"notes": 1}), sources=sources,
+                  progress=False)
+    assert mix_families(out) == ["notes"]
+    waves, rows = load_mix(out, "train")               # every family by default: no crash
+    assert len(rows) == 2 and waves.shape == (2, CLIP_SAMPLES)
+    with pytest.raises(DatasetError, match="holds notes"):
+        load_mix(out, "test", families=["speech-recorded"])
+
+
+def test_cli_families_picks_the_mix(monkeypatch, tmp_path, capsys):
+    from vqkeras.cli import main
+
+    built = {}
+
+    def fake_build(out, sizes=None, **kwargs):
+        built["sizes"] = sizes
+        return out
+
+    monkeypatch.setattr(codec_mix, "build_mix", fake_build)
+    assert main(["data", "mix", "--out", str(tmp_path / "m"), "-q",
+                 "--families", "notes,drums,samples,speech"]) == 0
+    assert built["sizes"] == MixSizes().only(codec_mix.SHIPPED_FAMILIES)
+    assert main(["data", "mix", "--out", str(tmp_path / "m"), "--families", "notes,birdsong"]) == 2
+    assert "birdsong" in capsys.readouterr().err

@@ -87,10 +87,24 @@ def _cmd_data_render(args: argparse.Namespace) -> None:
     print(out)
 
 
-def _cmd_data_mix(args: argparse.Namespace) -> None:
-    from vqkeras.data.codec_mix import build_mix
+def _mix_families(text: str) -> list[str]:
+    """``--families``: a comma list of codec-mix family names."""
+    from vqkeras.data.codec_mix import FAMILIES
 
-    print(build_mix(args.out, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet))
+    families = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'no family given'}: the "
+                                         f"families are {', '.join(FAMILIES)}")
+    return families
+
+
+def _cmd_data_mix(args: argparse.Namespace) -> None:
+    from vqkeras.data.codec_mix import MixSizes, build_mix
+
+    sizes = MixSizes().only(args.families) if args.families else None
+    print(build_mix(args.out, sizes=sizes, seed=args.seed, overwrite=args.overwrite,
+                    progress=not args.quiet))
 
 
 def _selected_runs(args: argparse.Namespace) -> list:
@@ -258,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "espeak-ng (see docs/codec.md, 'Training data').")
     mix.add_argument("--out", required=True, help="output folder")
     mix.add_argument("--seed", type=int, default=0)
+    mix.add_argument("--families", type=_mix_families, default=None, metavar="NAMES",
+                     help="comma list of families to collect (default: all five; "
+                          "notes,drums,samples,speech: the shipped model's four-family mix)")
     mix.add_argument("--overwrite", action="store_true",
                      help="rebuild a folder that an earlier mix wrote (never a foreign folder)")
     mix.add_argument("-q", "--quiet", action="store_true")

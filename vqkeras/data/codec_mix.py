@@ -1,6 +1,6 @@
 """Collect the codec's training mix: notes, real drums, real samples and speech.
 
-The shipped codec model learns from four families of 4-s, 16 kHz mono clips,
+The mix has five families of 4-s, 16 kHz mono clips,
 each peak-normalised to 1.0 (the codec scales every window to 0 dBFS before
 coding it, so this is the level the model always sees):
 
@@ -14,7 +14,19 @@ drums     recorded kits, /usr/share/hydrogen/data/     ~12% of the files, chosen
           drumkits (hydrogen-drumkits)                 a hash of their path
 samples   /usr/share/lmms/samples (lmms-common)        same rule
 speech    espeak-ng, 8 languages, many voice variants  separate sentence lists
+speech-   recorded game dialogue in Czech and Dutch,   ~12% of the files, by a
+recorded  /usr/share/games/fillets-ng/sound/*/{cs,nl}  hash of their path
+          (fillets-ng-data-cs, fillets-ng-data-nl)
 ========  ==========================================  ===========================
+
+The shipped model was trained before ``speech-recorded`` was added, on the
+first four families (`SHIPPED_FAMILIES`; ``MixSizes().only(SHIPPED_FAMILIES)``,
+``vqkeras data mix --families notes,drums,samples,speech``). Each family is
+drawn on its own, so a five-family mix holds the four-family mix's clips
+unchanged. A mix without ``speech-recorded`` records the same parameters as
+the code before it did, so older four-family folders are reused and read as
+they are (`build_mix` keeps one, with a warning, even when asked for all
+five families; `mix_families` says what a folder holds).
 
 Longer files are cut into back-to-back 4-s pieces (at most a few per file),
 shorter ones are zero-padded; pieces that are silent, or more than 40 dB
@@ -51,7 +63,10 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 4.0
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
-FAMILIES = ("notes", "drums", "samples", "speech")
+FAMILIES = ("notes", "drums", "samples", "speech", "speech-recorded")
+#: The families of the mix before ``speech-recorded`` was added: the shipped
+#: model's training data, and what the benchmarks' overall ("all") rows cover.
+SHIPPED_FAMILIES = FAMILIES[:4]
 SPLITS = ("train", "test")
 MARKER = ".vqkeras-mix.json"
 MANIFEST = "manifest.csv"
@@ -65,6 +80,8 @@ MIN_FILE_SECONDS = 0.05
 #: Share of real-audio files held out for TEST (by a hash of the path).
 TEST_PERCENT = 12
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff")
+#: Recorded speech: Fish Fillets NG's spoken dialogue, one Debian package per language.
+FILLETS_PACKAGES = {"cs": "fillets-ng-data-cs", "nl": "fillets-ng-data-nl"}
 _FORMAT_VERSION = 1
 
 
@@ -76,28 +93,50 @@ class MixSources:
     hydrogen_root: Path = Path("/usr/share/hydrogen/data/drumkits")
     lmms_root: Path = Path("/usr/share/lmms/samples")
     espeak: str = "espeak-ng"
+    fillets_root: Path = Path("/usr/share/games/fillets-ng/sound")
+    #: Dialogue languages of ``speech-recorded`` (keys of `FILLETS_PACKAGES`).
+    fillets_languages: tuple[str, ...] = ("cs", "nl")
 
 
 @dataclasses.dataclass(frozen=True)
 class MixSizes:
     """Clip counts per family and split (upper bounds for the real-audio families).
 
-    The defaults give 2,339 training clips: 1,000 notes (43%, half per
-    soundfont), 500 drum clips (21%), 214 LMMS clips (9%: all that
-    lmms-common's training files give; the cap of 400 is not reached) and
-    625 speech clips (27%).
+    The defaults give 2,839 training clips: 1,000 notes (35%, half per
+    soundfont), 500 drum clips (18%), 214 LMMS clips (8%: all that
+    lmms-common's training files give; the cap of 400 is not reached), 625
+    synthesised speech clips (22%) and 500 recorded speech clips (18%).
     """
 
     train: dict = dataclasses.field(default_factory=lambda: {
-        "notes": 1000, "drums": 500, "samples": 400, "speech": 625})
+        "notes": 1000, "drums": 500, "samples": 400, "speech": 625, "speech-recorded": 500})
     test: dict = dataclasses.field(default_factory=lambda: {
-        "notes": 64, "drums": 48, "samples": 48, "speech": 48})
-    #: At most this many 4-s pieces per file (drums, samples) or sentence (speech).
+        "notes": 64, "drums": 48, "samples": 48, "speech": 48, "speech-recorded": 48})
+    #: At most this many 4-s pieces per file (drums, samples, recorded speech) or
+    #: sentence (speech).
     max_pieces: dict = dataclasses.field(default_factory=lambda: {
-        "drums": 2, "samples": 4, "speech": 2})
+        "drums": 2, "samples": 4, "speech": 2, "speech-recorded": 2})
 
     def count(self, family: str, split: str) -> int:
         return int(getattr(self, split).get(family, 0))
+
+    def wanted(self, family: str) -> bool:
+        """Whether any split asks for clips of ``family``."""
+        return any(self.count(family, split) for split in SPLITS)
+
+    def only(self, families: Sequence[str]) -> "MixSizes":
+        """These sizes for ``families`` alone (the others get no clips).
+
+        ``MixSizes().only(SHIPPED_FAMILIES)`` is the shipped model's four-family mix.
+        """
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"families must be among {FAMILIES}. Received: {unknown}")
+
+        def keep(table: dict) -> dict:
+            return {k: v for k, v in table.items() if k in families}
+        return MixSizes(train=keep(self.train), test=keep(self.test),
+                        max_pieces=keep(self.max_pieces))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,16 +217,45 @@ def _read(path: Path) -> np.ndarray | None:
     return np.asarray(audio, np.float32)
 
 
+def recorded_speech_files(root: Path, languages: Sequence[str]) -> list[Path]:
+    """Fish Fillets NG's dialogue files (``<level>/[<group>/]<language>/*.ogg`` under ``root``).
+
+    Raises
+    ------
+    DatasetError
+        Naming the Debian package of every language with no files.
+    """
+    files, missing = [], []
+    for language in languages:
+        if language not in FILLETS_PACKAGES:
+            raise ValueError(f"recorded speech languages are {sorted(FILLETS_PACKAGES)}. "
+                             f"Received: language={language!r}")
+        found = sorted(p for p in Path(root).rglob(f"{language}/*")
+                       if p.is_file() and p.parent.name == language
+                       and p.suffix.lower() in AUDIO_SUFFIXES)
+        if not found:
+            package = FILLETS_PACKAGES[language]
+            missing.append(str(_missing(f"recorded speech ({language})", package,
+                                        f"no {root}/*/{language}/*.ogg")))
+        files += found
+    if missing:
+        raise DatasetError("; ".join(missing))
+    return sorted(files)
+
+
 def real_audio_clips(family: str, split: str, limit: int, *, root: Path, package: str,
-                     max_pieces: int, seed: int = 0) -> list[Clip]:
+                     max_pieces: int, seed: int = 0,
+                     files: Sequence[Path] | None = None) -> list[Clip]:
     """Up to ``limit`` clips of one split from the audio files under ``root``.
 
     The split's files are visited in a seeded shuffle of the sorted list, so a
     limit below what the files give picks pieces from many files, not just
-    the first folders.
+    the first folders. ``files`` (under ``root``) replaces the listing of
+    every audio file there.
     """
-    files = [p for p in _audio_files(root, package, f"{family} ({package})")
-             if file_split(p.relative_to(root).as_posix()) == split]
+    if files is None:
+        files = _audio_files(root, package, f"{family} ({package})")
+    files = [p for p in sorted(files) if file_split(p.relative_to(root).as_posix()) == split]
     order = np.random.default_rng([seed, FAMILIES.index(family)]).permutation(len(files))
     clips: list[Clip] = []
     for i in order:
@@ -325,9 +393,7 @@ def speech_clips(split: str, limit: int, *, espeak: str = "espeak-ng", max_piece
 
 def check_sources(sources: MixSources, sizes: MixSizes) -> None:
     """Raise one `DatasetError` naming every missing source and its Debian package."""
-    def wanted(family: str) -> bool:
-        return any(sizes.count(family, split) for split in SPLITS)
-
+    wanted = sizes.wanted
     checks = []
     if wanted("notes"):
         checks += [functools.partial(resolve_soundfont, name) for name in sources.soundfonts]
@@ -337,6 +403,9 @@ def check_sources(sources: MixSources, sizes: MixSizes) -> None:
     if wanted("samples"):
         checks.append(functools.partial(_audio_files, Path(sources.lmms_root), "lmms-common",
                                         "LMMS samples"))
+    if wanted("speech-recorded"):
+        checks.append(functools.partial(recorded_speech_files, Path(sources.fillets_root),
+                                        sources.fillets_languages))
     problems = []
     for check in checks:
         try:
@@ -368,17 +437,32 @@ def collect(family: str, split: str, sizes: MixSizes, sources: MixSources, seed:
     if family == "speech":
         return speech_clips(split, limit, espeak=sources.espeak,
                             max_pieces=sizes.max_pieces["speech"], seed=seed)
+    if family == "speech-recorded":
+        root = Path(sources.fillets_root)
+        packages = " ".join(FILLETS_PACKAGES[lang] for lang in sources.fillets_languages)
+        return real_audio_clips("speech-recorded", split, limit, root=root, package=packages,
+                                max_pieces=sizes.max_pieces["speech-recorded"], seed=seed,
+                                files=recorded_speech_files(root, sources.fillets_languages))
     raise ValueError(f"family must be one of {FAMILIES}. Received: family={family!r}")
 
 
 def _parameters(sizes: MixSizes, sources: MixSources, seed: int) -> dict:
+    sizes_dict = dataclasses.asdict(sizes)
+    sources_dict = {k: str(v) if isinstance(v, Path) else v
+                    for k, v in dataclasses.asdict(sources).items()}
+    if not sizes.wanted("speech-recorded"):
+        # A mix without recorded speech records the parameters that the code
+        # before that family wrote, so that older four-family folders (the
+        # shipped model's data) are recognised as the same mix and reused.
+        for table in sizes_dict.values():
+            table.pop("speech-recorded", None)
+        sources_dict.pop("fillets_root", None)
+        sources_dict.pop("fillets_languages", None)
     # Through JSON, so that it compares equal to the marker's copy (tuples -> lists).
     return json.loads(json.dumps({"format_version": _FORMAT_VERSION, "seed": int(seed),
             "sample_rate": SAMPLE_RATE, "clip_seconds": CLIP_SECONDS,
             "test_percent": TEST_PERCENT, "tail_db": TAIL_DB,
-            "sizes": dataclasses.asdict(sizes),
-            "sources": {k: str(v) if isinstance(v, Path) else v
-                        for k, v in dataclasses.asdict(sources).items()}}))
+            "sizes": sizes_dict, "sources": sources_dict}))
 
 
 def build_mix(out_dir: str | os.PathLike, *, sizes: MixSizes | None = None,
@@ -433,6 +517,14 @@ def build_mix(out_dir: str | os.PathLike, *, sizes: MixSizes | None = None,
             if old == params:
                 log.info("%s: a mix with the same parameters, reusing it", out_dir)
                 return out_dir
+            if (sizes.wanted("speech-recorded")
+                    and old == _parameters(sizes.only(SHIPPED_FAMILIES), sources, seed)):
+                # Its four families are the clips this build would write for them
+                # (each family is drawn on its own): keep the folder rather than fail.
+                log.warning("%s holds the four-family mix (no speech-recorded; the shipped "
+                            "model's training data): reusing it as it is. For all five "
+                            "families pass --overwrite or choose another folder", out_dir)
+                return out_dir
             raise DatasetError(f"{out_dir} holds a mix built with other parameters; pass "
                                "overwrite=True (--overwrite) or choose another folder")
     check_sources(sources, sizes)
@@ -442,6 +534,8 @@ def build_mix(out_dir: str | os.PathLike, *, sizes: MixSizes | None = None,
     with atomic_folder(out_dir) as tmp_dir:
         for split in SPLITS:
             for family in FAMILIES:
+                if not sizes.wanted(family):
+                    continue  # no folder, no summary entry: as if the family did not exist
                 clips = collect(family, split, sizes, sources, seed)
                 folder = tmp_dir / split / family
                 folder.mkdir(parents=True, exist_ok=True)
@@ -477,11 +571,22 @@ def read_manifest(root: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def mix_families(root: str | os.PathLike) -> list[str]:
+    """The families that a complete mix folder holds clips of, in `FAMILIES` order.
+
+    A folder built before ``speech-recorded`` existed gives `SHIPPED_FAMILIES`.
+    """
+    present = {r["family"] for r in read_manifest(root)}
+    return [f for f in FAMILIES if f in present]
+
+
 def load_mix(root: str | os.PathLike, split: str, *, families: Sequence[str] = FAMILIES,
              limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
     """Clips ``(n, 64000)`` float32 (peak 1.0) of one split, and their manifest rows.
 
-    ``limit`` keeps a seeded random subset (in manifest order).
+    ``families`` missing from the folder are skipped (an older four-family
+    mix has no ``speech-recorded``); ``limit`` keeps a seeded random subset
+    (in manifest order).
     """
     from vqkeras.audio_io import read_wav
 
@@ -489,7 +594,10 @@ def load_mix(root: str | os.PathLike, split: str, *, families: Sequence[str] = F
         raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
     rows = [r for r in read_manifest(root) if r["split"] == split and r["family"] in families]
     if not rows:
-        raise DatasetError(f"{root}: no {split} clips of {list(families)}")
+        held = mix_families(root)
+        raise DatasetError(f"{root}: no {split} clips of {list(families)} (the mix holds "
+                           f"{', '.join(held) or 'no clips'}; build it with them: "
+                           f"vqkeras data mix --out DIR)")
     if limit is not None and len(rows) > limit:
         pick = np.random.default_rng(seed).choice(len(rows), size=limit, replace=False)
         rows = [rows[i] for i in sorted(pick)]
