@@ -166,3 +166,50 @@ def test_summary_report_and_plots_break_notes_down_by_instrument(rd, tmp_path):
     for png in ("rd.png", "rd_instruments.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite(summary.visqol).all()
+
+
+def test_mix_families_are_the_test_folders_with_clips(rd, tmp_path):
+    mix = tmp_path / "mix"
+    for family in ("speech", "notes", "speech-recorded", "drums"):
+        _touch(mix / "test" / family, ["00000.wav", "00001.wav"])
+    (mix / "test" / "samples").mkdir()                     # no clips: left out
+    found = rd.mix_test_families(mix)
+    assert list(found) == ["drums", "notes", "speech", "speech-recorded"]
+    assert rd.mix_test_families(tmp_path / "none") == {}
+    assert list(rd.keep_families(found, "speech-recorded")) == ["speech-recorded"]
+    assert list(rd.keep_families(found, "notes, drums")) == ["drums", "notes"]  # folder order
+    assert rd.keep_families(found, None) == found
+    with pytest.raises(SystemExit, match="samples"):
+        rd.keep_families(found, "samples")
+    # Each family's first --max-clips: the same clips whichever other families exist.
+    assert rd.select_clips(found["notes"], 1, 8) == [mix / "test" / "notes" / "00000.wav"]
+
+
+def test_recorded_speech_is_reported_apart_from_all(rd, tmp_path):
+    pd = pytest.importorskip("pandas")
+    rows = [r for r in _rows() if r["family"] != "notes-unseen"]
+    rows += [dict(r, family="speech-recorded", clip="s0", instrument=None,
+                  visqol=1.5 if r["kind"] == "vqkeras" else r["visqol"])
+             for r in rows if r["clip"] == "d0"]
+    df = pd.DataFrame(rows)
+    families = ["drums", "notes", "speech-recorded"]
+    summary = rd.summarize(df, overall=[f for f in families if f not in rd.APART])
+    four = rd.summarize(df[df.family != "speech-recorded"], overall=["drums", "notes"])
+    pick = ["family", "condition", "kbps", "lsd_db", "visqol", "clips"]
+    same = (summary[summary.family == "all"][pick].reset_index(drop=True)
+            .equals(four[four.family == "all"][pick].reset_index(drop=True)))
+    assert same                                  # "all" is what a four-family run gives
+    assert "speech-recorded" in set(summary.family)
+    rd._write_markdown(tmp_path / "rd.md", summary, 16, 0.01, 0.03)
+    text = (tmp_path / "rd.md").read_text()
+    assert "## speech-recorded (1 clips)" in text and "## all (3 clips)" in text
+    assert "speech-recorded (recorded dialogue" in text and "\"all\" covers the other" in text
+    assert "- speech-recorded: NOT met: vqkeras-1.5k" in text.split("## Goal")[1]
+    # Recorded speech alone: no "all".
+    alone = rd.summarize(df[df.family == "speech-recorded"], overall=[])
+    assert list(dict.fromkeys(alone.family)) == ["speech-recorded"]
+    rd._write_markdown(tmp_path / "alone.md", alone, 16, float("nan"), float("nan"), None)
+    text = (tmp_path / "alone.md").read_text()
+    assert "## all" not in text and "reported on its own." in text
+    rd._plot(tmp_path / "alone.png", alone)
+    assert (tmp_path / "alone.png").read_bytes()[:4] == b"\x89PNG"
