@@ -233,6 +233,19 @@ def _cmd_codec_train_default(args: argparse.Namespace) -> None:
     print(train_default_model(data_dir=args.data, out_dir=args.out))
 
 
+def _cmd_codec_finetune(args: argparse.Namespace) -> None:
+    from vqkeras.codec.finetune import FinetuneConfig, finetune_decoder
+
+    try:
+        config = FinetuneConfig(objective=args.objective, epochs=args.epochs,
+                                batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                ssim_weight=args.ssim_weight, max_train=args.max_train,
+                                seed=args.seed)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(finetune_decoder(args.model, args.data, args.out, config))
+
+
 def _add_run_selectors(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--file", required=True, help="experiment YAML")
     which = parser.add_mutually_exclusive_group()
@@ -363,6 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="training mix folder (built there by `vqkeras data mix` if missing)")
     default.add_argument("--out", default=None, help="output folder (default: vqkeras/assets)")
     default.set_defaults(func=_cmd_codec_train_default)
+    tune = codec.add_parser(
+        "finetune", help="fine-tune a bundle's decoder (encoder, codebooks and codes frozen)")
+    tune.add_argument("--model", default=None, help="bundle to start from (default: shipped)")
+    tune.add_argument("--data", default="data/codec-mix", help="training mix folder")
+    tune.add_argument("--out", required=True, help="folder of the new bundle")
+    tune.add_argument("--objective", choices=("structure", "adversarial"), default="structure",
+                      help="MSE + multi-scale SSIM, or that plus a patch-discriminator GAN loss")
+    tune.add_argument("--epochs", type=_positive_int, default=4)
+    tune.add_argument("--batch-size", type=_positive_int, default=16)
+    tune.add_argument("--learning-rate", type=float, default=2e-4)
+    tune.add_argument("--ssim-weight", type=float, default=0.05,
+                      help="weight of 1 - SSIM next to the per-pixel MSE")
+    tune.add_argument("--max-train", type=_positive_int, default=None,
+                      help="train on this many clips (default: all of the mix's TRAIN split)")
+    tune.add_argument("--seed", type=_non_negative_int, default=0)
+    tune.set_defaults(func=_cmd_codec_finetune)
     return parser
 
 

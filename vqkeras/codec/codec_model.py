@@ -73,6 +73,9 @@ class CodecInfo:
         Codes ``(width, stages)`` of one cell of silence: the decoder's
         context beyond a signal's ends (`vqkeras.codec.magnitudes`). Computed
         from the encoder when absent.
+    finetune : dict, optional
+        How the decoder was fine-tuned from another bundle
+        (`vqkeras.codec.finetune`): that bundle's model id and the recipe.
     """
 
     spectrogram: dict[str, Any]
@@ -85,6 +88,7 @@ class CodecInfo:
     iterations: int = 100
     bitrate_kbps: dict[str, float] = field(default_factory=dict)
     silence_codes: list[list[int]] | None = None
+    finetune: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.grid = (int(self.grid[0]), int(self.grid[1]))
