@@ -9,8 +9,8 @@ Compression (audio -> images -> codes -> payload)
     continuous cell sequence per signal) -> `rate` (the most stages whose
     real file size fits ``--bitrate``, entropy coded) -> `loudness_correction`
     (per segment, the gain that makes a BS.1770 meter read the input's
-    loudness on the decoded spectrogram) -> `container` (version 3), written
-    atomically.
+    loudness on the decoded spectrogram) -> `container` (version 4 with a
+    model that has context tables, else 3), written atomically.
 
 Decompression (payload -> codes -> magnitudes -> phase -> loudness -> stream)
     `unpack` (header checks and the decoded-size limit before reading the
@@ -125,7 +125,7 @@ def compress(input_path: str | Path, output_path: str | Path, *,
                                  channels=plan.channels, num_samples=plan.frames,
                                  num_cells=codes.shape[1], num_segments=plan.segments,
                                  grid_width=info.grid[1], stages=choice, mode=plan.mode,
-                                 link=link)
+                                 link=link, version=info.format_version)
     atomic_write_bytes(output_path, container.pack(header, gain_codes, loudness, payloads),
                        inputs=[input_path])
     return output_path

@@ -59,7 +59,7 @@ def read_vqz(data: bytes, info: CodecInfo
                                f"{header.num_segments} segments for {header.num_samples} "
                                f"samples at {header.sample_rate} Hz (expected {cells} and "
                                f"{segments})")
-    indices = [entropy.decode_indices(p, info.counts_array, (cells, header.grid_width, s))
+    indices = [entropy.decode_payload(p, info, (cells, header.grid_width, s), header.version)
                if s else None for p, s in zip(payloads, header.stages)]
     for i, s in enumerate(header.stages):
         if s == 0 and np.any(gain_codes[i] != container.GAIN_SILENT):
