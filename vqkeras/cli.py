@@ -219,6 +219,12 @@ def _cmd_codec_train_default(args: argparse.Namespace) -> None:
     print(train_default_model(data_dir=args.data, out_dir=args.out))
 
 
+def _cmd_codec_fit_context(args: argparse.Namespace) -> None:
+    from vqkeras.codec.default_model import fit_context_model
+
+    print(fit_context_model(args.model, args.data, args.out, max_train=args.max_train))
+
+
 def _add_run_selectors(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--file", required=True, help="experiment YAML")
     which = parser.add_mutually_exclusive_group()
@@ -346,6 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="training mix folder (built there by `vqkeras data mix` if missing)")
     default.add_argument("--out", default=None, help="output folder (default: vqkeras/assets)")
     default.set_defaults(func=_cmd_codec_train_default)
+    fit = codec.add_parser(
+        "fit-context", help="add context tables (format version 4) to a codec bundle",
+        description="Code the mix's TRAIN clips with the bundle's frozen model, count each "
+                    "code's contexts (previous cell, previous stage) and write a new bundle: "
+                    "the same weights plus context.npz, a new model id and the bitrate per "
+                    "stage count measured again (docs/codec.md, 'Context model').")
+    fit.add_argument("--model", default=None, help="codec bundle (default: the shipped one)")
+    fit.add_argument("--data", default="data/codec-mix", help="codec mix folder "
+                                                              "(vqkeras data mix --out DIR)")
+    fit.add_argument("--out", required=True, help="new bundle folder (must not exist, or be empty)")
+    fit.add_argument("--max-train", type=_positive_int, default=None,
+                     help="count a seeded subset of this many training clips (default: all)")
+    fit.set_defaults(func=_cmd_codec_fit_context)
     return parser
 
 
