@@ -334,6 +334,27 @@ def model_for_file(codec: CodecModel, model_id: bytes) -> CodecModel:
     return _legacy_cache[model_id]
 
 
+def retire_default_bundle() -> Path | None:
+    """Move the shipped bundle's files to ``legacy/<model id>/`` (before a new one is
+    written there), so that files made with it keep decoding; returns that folder.
+
+    None when there is no shipped bundle.
+    """
+    import shutil
+
+    folder = default_model_dir()
+    if not (folder / BUNDLE_JSON).is_file():
+        return None
+    info = load_codec_model(folder).info
+    target = folder / LEGACY_DIR / info.model_id.hex()
+    target.mkdir(parents=True, exist_ok=True)
+    names = [BUNDLE_MODEL, BUNDLE_JSON] + ([info.context["file"]] if info.context else [])
+    for name in names:
+        if (folder / name).is_file():
+            shutil.move(str(folder / name), str(target / name))
+    return target
+
+
 def save_codec_model(out_dir: str | Path, model, info: CodecInfo) -> Path:
     """Write a bundle folder (``codec.keras`` + ``codec.json``, and ``context.npz``
     when ``info`` has context tables); returns the folder."""

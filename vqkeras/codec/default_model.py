@@ -33,7 +33,7 @@ import numpy as np
 
 from vqkeras.codec import container, entropy, framing
 from vqkeras.codec.codec_model import (CodecInfo, CodecModelError, default_model_dir,
-                                       save_codec_model, weights_sha256)
+                                       retire_default_bundle, save_codec_model, weights_sha256)
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,8 @@ def train_default_model(data_dir: str | os.PathLike = "data/codec-mix",
         not exist (this needs the Debian packages that
         `vqkeras.data.codec_mix` names).
     out_dir : str or PathLike, optional
-        Bundle folder (default: ``vqkeras/assets``).
+        Bundle folder (default: ``vqkeras/assets``, whose current bundle then
+        moves to ``vqkeras/assets/legacy/<model id>/``: its files keep decoding).
     config : str or PathLike, optional
         Experiment YAML (default: ``experiments/codec-default.yaml``).
     epochs, max_train : int, optional
@@ -243,7 +244,12 @@ def train_default_model(data_dir: str | os.PathLike = "data/codec-mix",
     info.set_context_tables(tables)
     if max(info.grid) > container.MAX_GRID_SIDE:
         raise ValueError(f"code grid {info.grid} exceeds the .vqz format's limit")
-    return add_silence_codes(save_codec_model(out_dir or default_model_dir(), model, info))
+    out = Path(out_dir) if out_dir is not None else default_model_dir()
+    if out.resolve() == default_model_dir().resolve():
+        retired = retire_default_bundle()  # files of the model it replaces keep decoding
+        if retired is not None:
+            log.info("the previous shipped bundle is now %s", retired)
+    return add_silence_codes(save_codec_model(out, model, info))
 
 
 def add_silence_codes(bundle: Path) -> Path:
