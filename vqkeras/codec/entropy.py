@@ -187,7 +187,8 @@ def cross_entropy_bits(indices: np.ndarray, counts: np.ndarray) -> float:
 CONTEXT_FILE = "context.npz"
 """Bundle file of the context tables (next to ``codec.json``)."""
 
-_CHUNK_ROWS = 4096  # symbols whose probability rows are built at once (8 MB)
+_CHUNK_ROWS = 1024  # symbols whose probability rows are built at once (2 MB: memory does
+# not grow with the length, tests/test_codec_stream.py)
 
 
 class ContextTables:
