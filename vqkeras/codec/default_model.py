@@ -68,7 +68,7 @@ def code_bitrates(codes: np.ndarray, counts: np.ndarray, window_seconds: float,
 
 
 def mix_codes(codec, data_dir: str | os.PathLike, split: str, *, limit: int | None = None,
-              seed: int = 0, batch: int = 128) -> np.ndarray:
+              seed: int = 0) -> np.ndarray:
     """RVQ codes ``(clips, T, w, stages)`` of a codec mix split through a codec model.
 
     Each peak-normalised 4-s clip is one window, as in training
@@ -76,10 +76,16 @@ def mix_codes(codec, data_dir: str | os.PathLike, split: str, *, limit: int | No
     `vqkeras.data.codec_mix.load_mix`.
     """
     from vqkeras.data.codec_mix import load_mix
+
+    waves, _ = load_mix(data_dir, split, limit=limit, seed=seed)
+    return clip_codes(codec, waves)
+
+
+def clip_codes(codec, waves: np.ndarray, batch: int = 128) -> np.ndarray:
+    """RVQ codes ``(clips, T, w, stages)`` of 4-s clips ``(clips, samples)`` (one window each)."""
     from vqkeras.features import SpectrogramConfig, waveform_to_image
 
     info = codec.info
-    waves, _ = load_mix(data_dir, split, limit=limit, seed=seed)
     spec = SpectrogramConfig(**info.spectrogram)
     model = codec.keras_model
     out = []
