@@ -97,8 +97,9 @@ def _prefix_sizes(codec, vqz: Path) -> dict[int, int]:
     from vqkeras.codec.unpack import read_vqz
 
     header, _, _, indices = read_vqz(vqz.read_bytes(), codec.info)
-    return {s: container.file_size(1, header.num_segments, len(entropy.encode_indices(
-        indices[0][..., :s], codec.info.counts_array))) for s in range(1, header.stages[0] + 1)}
+    return {s: container.file_size(1, header.num_segments, len(entropy.encode_payload(
+        indices[0][..., :s], codec.info, header.version)))
+        for s in range(1, header.stages[0] + 1)}
 
 
 def test_bitrate_caps_the_real_file_rate(codec, note_wav, note_vqz, tmp_path):
@@ -249,7 +250,9 @@ def _forge(data: bytes, offset: int, value: bytes) -> bytes:
     (lambda d: d[: len(d) // 2], "truncated"),
     (lambda d: d[:-1] + bytes([d[-1] ^ 0x5A]), "CRC32"),
     (lambda d: b"RIFF" + d[4:], "magic"),
-    (lambda d: _forge(d, 4, struct.pack("<H", 4)), "version 4"),
+    (lambda d: _forge(d, 4, struct.pack("<H", 5)), "version 5"),
+    # A context-coded payload relabelled version 3 (static tables): not its exact coding.
+    (lambda d: _forge(d, 4, struct.pack("<H", 3)), "corrupt payload"),
     (lambda d: _forge(d, 8, bytes(16)), "file was made with model 0000"),
     (lambda d: d[:60] + bytes([d[60] ^ 1]) + d[61:], "CRC32"),
 ])

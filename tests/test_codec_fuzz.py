@@ -52,7 +52,8 @@ def _valid_file(sample_rate: int, num_samples: int, stages: tuple[int, ...], mod
     header = container.VQZHeader(model_id=INFO.model_id, sample_rate=sample_rate,
                                  channels=1 if mode == container.MONO else 2,
                                  num_samples=num_samples, num_cells=cells, num_segments=segments,
-                                 grid_width=GRID[1], stages=stages, mode=mode)
+                                 grid_width=GRID[1], stages=stages, mode=mode,
+                                 version=INFO.format_version)  # 3: static tables
     loudness = rng.integers(-128, 128, size=(len(stages), segments)).astype(np.int8)
     return container.pack(header, np.array(gains, np.uint8), loudness, payloads)
 

@@ -42,9 +42,12 @@ def test_round_trip_and_size():
     data = container.pack(header, gains, loudness, payloads)
     assert len(data) == container.HEADER_SIZE + 2 * 2 * 2 + 48 + 4 == container.file_size(2, 2, 48)
     assert data[:4] == container.MAGIC
-    assert struct.unpack_from("<H", data, 4) == (3,)  # version 3
+    assert struct.unpack_from("<H", data, 4) == (4,)  # version 4 unless the header says 3
     back, back_gains, back_loudness, back_payloads = container.unpack(data)
-    assert back == header and back.version == 3 and back.coded_channels == 2
+    assert back == header and back.version == 4 and back.coded_channels == 2
+    # The layout is the same in version 3 (only the payloads' coding differs).
+    old = container.pack(dataclasses.replace(header, version=3), gains, loudness, payloads)
+    assert old[:4] + old[6:-4] == data[:4] + data[6:-4] and container.unpack(old)[0].version == 3
     assert back_gains.tolist() == gains.tolist()
     assert back_loudness.tolist() == loudness.tolist()
     assert back_payloads == payloads
@@ -80,7 +83,7 @@ def test_old_versions_are_refused_with_a_reason():
         with pytest.raises(CodecFormatError, match="version 2 .*independent 4-s windows.*"
                                                    "decode it with the vqkeras that wrote it"):
             container.unpack(data)
-    with pytest.raises(ValueError, match="version 3"):
+    with pytest.raises(ValueError, match="versions 3, 4"):
         container.pack(dataclasses.replace(_header(), version=2), np.zeros((2, 2), np.uint8),
                        np.zeros((2, 2), np.int8), [b"", b""])
 
@@ -113,9 +116,9 @@ def test_wrong_magic():
 
 def test_wrong_version_named():
     data = bytearray(_file())
-    for version in (0, 4, 7):
+    for version in (0, 5, 7):
         data[4:6] = struct.pack("<H", version)
-        with pytest.raises(CodecFormatError, match=f"version {version} .*reads versions 3"):
+        with pytest.raises(CodecFormatError, match=f"version {version} .*reads versions 3, 4"):
             container.unpack(_recrc(data))
 
 

@@ -246,6 +246,12 @@ def _cmd_codec_finetune(args: argparse.Namespace) -> None:
     print(finetune_decoder(args.model, args.data, args.out, config))
 
 
+def _cmd_codec_fit_context(args: argparse.Namespace) -> None:
+    from vqkeras.codec.default_model import fit_context_model
+
+    print(fit_context_model(args.model, args.data, args.out, max_train=args.max_train))
+
+
 def _add_run_selectors(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--file", required=True, help="experiment YAML")
     which = parser.add_mutually_exclusive_group()
@@ -392,6 +398,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train on this many clips (default: all of the mix's TRAIN split)")
     tune.add_argument("--seed", type=_non_negative_int, default=0)
     tune.set_defaults(func=_cmd_codec_finetune)
+    fit = codec.add_parser(
+        "fit-context", help="add context tables (format version 4) to a codec bundle",
+        description="Code the mix's TRAIN clips with the bundle's frozen model, count each "
+                    "code's contexts (previous cell, previous stage) and write a new bundle: "
+                    "the same weights plus context.npz, a new model id and the bitrate per "
+                    "stage count measured again (docs/codec.md, 'Context model').")
+    fit.add_argument("--model", default=None, help="codec bundle (default: the shipped one)")
+    fit.add_argument("--data", default="data/codec-mix", help="codec mix folder "
+                                                              "(vqkeras data mix --out DIR)")
+    fit.add_argument("--out", required=True, help="new bundle folder (must not exist, or be empty)")
+    fit.add_argument("--max-train", type=_positive_int, default=None,
+                     help="count a seeded subset of this many training clips (default: all)")
+    fit.set_defaults(func=_cmd_codec_fit_context)
     return parser
 
 

@@ -5,9 +5,16 @@ A bundle is a folder holding
 - ``codec.keras``: the VQ-VAE (``encode(images, num_stages)`` and
   ``decode_indices(indices)``);
 - ``codec.json``: the spectrogram parameters, code grid, per-stage code
-  counts (the entropy coder's probability tables), default phase
+  counts (the static entropy tables of format version 3), default phase
   reconstruction iterations, measured bitrate per stage count and the
-  SHA-256 of the model weights.
+  SHA-256 of the model weights;
+- ``context.npz`` (optional, named in ``codec.json``'s ``context``): the
+  integer context counts of the version-4 entropy coder
+  (`vqkeras.codec.entropy.ContextTables`), hashed into the model identity.
+
+Bundles that older files name are kept under ``vqkeras/assets/legacy/<model
+id>/``: `model_for_file` picks one when a file names it and the default model
+is in use, so upgrading the shipped bundle never orphans files made with it.
 
 `load_codec_model` reads ``codec.json`` only; the Keras model is loaded the
 first time `CodecModel.keras_model` is used, so format checks (and the fuzz
@@ -76,6 +83,11 @@ class CodecInfo:
     finetune : dict, optional
         How the decoder was fine-tuned from another bundle
         (`vqkeras.codec.finetune`): that bundle's model id and the recipe.
+    context : dict, optional
+        ``{"file": "context.npz", "sha256": hex}``: the context tables of
+        the version-4 entropy coder and their digest
+        (`vqkeras.codec.entropy.ContextTables.digest`). Without it the
+        model writes version-3 files (static tables).
     """
 
     spectrogram: dict[str, Any]
@@ -89,9 +101,16 @@ class CodecInfo:
     bitrate_kbps: dict[str, float] = field(default_factory=dict)
     silence_codes: list[list[int]] | None = None
     finetune: dict[str, Any] | None = None
+    context: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.grid = (int(self.grid[0]), int(self.grid[1]))
+        self.bundle_dir: Path | None = None  # set by load_codec_model (not in codec.json)
+        self._context_tables = None
+        if self.context is not None and (set(self.context) != {"file", "sha256"} or len(
+                str(self.context["sha256"])) != 64 or "/" in str(self.context["file"])):
+            raise CodecModelError(f"codec.json: context must be {{'file': name, 'sha256': 64 "
+                                  f"hex digits}}; received {self.context!r}")
         counts = np.asarray(self.counts)
         if counts.shape != (self.num_stages, self.num_embeddings):
             raise CodecModelError(f"codec.json: counts must have shape "
@@ -111,11 +130,47 @@ class CodecInfo:
 
         ``sha256(weights digest || probability tables)[:16]``: retrained
         weights or re-estimated tables both give a new identity, since either
-        makes old files decode to garbage.
+        makes old files decode to garbage. With context tables their digest
+        follows (a bundle without them keeps its version-3 identity).
         """
         digest = hashlib.sha256(bytes.fromhex(self.weights_sha256))
         digest.update(np.ascontiguousarray(self.counts_array, dtype="<i8").tobytes())
+        if self.context is not None:
+            digest.update(bytes.fromhex(self.context["sha256"]))
         return digest.digest()[:16]
+
+    @property
+    def format_version(self) -> int:
+        """The .vqz version this model writes: 4 with context tables, else 3."""
+        return 3 if self.context is None else 4
+
+    @property
+    def context_tables(self):
+        """The `vqkeras.codec.entropy.ContextTables`, loaded once and checked
+        against their digest in ``codec.json``; None for a version-3 model."""
+        if self.context is None:
+            return None
+        if self._context_tables is None:
+            from vqkeras.codec.entropy import ContextTables
+
+            path = (self.bundle_dir or Path(".")) / self.context["file"]
+            if not path.is_file():
+                raise CodecModelError(f"codec model: {path} (context tables) is missing")
+            try:
+                tables = ContextTables.load(path, self.counts_array)
+            except Exception as err:  # a torn or foreign npz: zipfile/KeyError/ValueError
+                raise CodecModelError(f"codec model: {path} does not load: "
+                                      f"{type(err).__name__}: {err}") from err
+            if tables.digest().hex() != self.context["sha256"]:
+                raise CodecModelError(f"codec model: {path} does not match the digest in "
+                                      f"codec.json")
+            self._context_tables = tables
+        return self._context_tables
+
+    def set_context_tables(self, tables, file: str = "context.npz") -> None:
+        """Attach new context tables (`save_context_tables` writes them)."""
+        self.context = {"file": file, "sha256": tables.digest().hex()}
+        self._context_tables = tables
 
     @property
     def sample_rate(self) -> int:
@@ -146,6 +201,9 @@ class CodecInfo:
 
     def to_json(self) -> str:
         data = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, **asdict(self)}
+        for key in ("context", "finetune"):  # absent keys keep older bundles' codec.json
+            if data[key] is None:
+                del data[key]
         data["grid"] = list(self.grid)
         return json.dumps(data, indent=1)
 
@@ -246,13 +304,77 @@ def load_codec_model(path: str | Path | None = None) -> CodecModel:
                 if path is None else "")
         raise CodecModelError(f"no codec model at {folder}: {json_path.name} not found{hint}")
     info = CodecInfo.from_json(json_path.read_text())
+    info.bundle_dir = json_path.parent
     return CodecModel(info, json_path.parent / BUNDLE_MODEL, name=str(folder))
 
 
+LEGACY_DIR = "legacy"
+"""Folder of ``vqkeras/assets`` holding earlier shipped bundles, one per model id (hex)."""
+
+_legacy_cache: dict[bytes, CodecModel] = {}
+
+
+def model_for_file(codec: CodecModel, model_id: bytes) -> CodecModel:
+    """The model to decode a file that names ``model_id`` with: ``codec`` itself, or,
+    when ``codec`` is the shipped model, the earlier shipped bundle of that id.
+
+    Any other mismatch is left to the caller's identity check (one-line error).
+    """
+    if model_id == codec.info.model_id or codec.info.bundle_dir is None:
+        return codec
+    try:
+        is_default = Path(codec.info.bundle_dir).resolve() == default_model_dir().resolve()
+    except OSError:
+        return codec
+    if not is_default:
+        return codec
+    if model_id not in _legacy_cache:
+        folder = default_model_dir() / LEGACY_DIR / model_id.hex()
+        if not (folder / BUNDLE_JSON).is_file():
+            return codec
+        legacy = load_codec_model(folder)
+        if legacy.info.model_id != model_id:  # a misnamed folder: never decode with it
+            return codec
+        _legacy_cache[model_id] = legacy
+    return _legacy_cache[model_id]
+
+
+def retire_default_bundle() -> Path | None:
+    """Move the shipped bundle's files to ``legacy/<model id>/`` (before a new one is
+    written there), so that files made with it keep decoding; returns that folder.
+
+    None when there is no shipped bundle.
+    """
+    import shutil
+
+    folder = default_model_dir()
+    if not (folder / BUNDLE_JSON).is_file():
+        return None
+    info = load_codec_model(folder).info
+    target = folder / LEGACY_DIR / info.model_id.hex()
+    target.mkdir(parents=True, exist_ok=True)
+    names = [BUNDLE_MODEL, BUNDLE_JSON] + ([info.context["file"]] if info.context else [])
+    for name in names:
+        if (folder / name).is_file():
+            shutil.move(str(folder / name), str(target / name))
+    return target
+
+
 def save_codec_model(out_dir: str | Path, model, info: CodecInfo) -> Path:
-    """Write a bundle folder (``codec.keras`` + ``codec.json``); returns the folder."""
+    """Write a bundle folder (``codec.keras`` + ``codec.json``, and ``context.npz``
+    when ``info`` has context tables); returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / BUNDLE_MODEL)
-    (out / BUNDLE_JSON).write_text(info.to_json())
+    save_bundle_info(out, info)
     return out
+
+
+def save_bundle_info(out_dir: str | Path, info: CodecInfo) -> None:
+    """Write ``codec.json`` (and the context tables it names) into a bundle folder."""
+    out = Path(out_dir)
+    if info.context is not None:
+        tables = info.context_tables
+        tables.save(out / info.context["file"])
+    (out / BUNDLE_JSON).write_text(info.to_json())
+    info.bundle_dir = out

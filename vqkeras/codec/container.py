@@ -11,7 +11,11 @@ escapes `unpack`.
 
 Version 3 codes one continuous sequence of code cells per coded signal (no
 windows, hence no seams), up to two signals (left/right or mid/side), with a
-peak gain and a loudness correction per segment and signal.
+peak gain and a loudness correction per segment and signal. Version 4 has the
+same layout; only its payloads differ: they are context coded
+(`vqkeras.codec.entropy.encode_context`) instead of one static table per
+stage. Both are read; a model writes the version its tables code
+(`CodecInfo.format_version`).
 
 Matching the header against a model (identity, grid, cell and segment counts,
 stages) is the job of `vqkeras.codec.unpack`, which knows the model.
@@ -30,9 +34,11 @@ from vqkeras.errors import CodecFormatError
 MAGIC = b"\x89VQZ"
 """First four bytes of every .vqz file (a high-bit byte, like PNG, catches 7-bit mangling)."""
 
-VERSION = 3
-"""Format version written and read by this code."""
-READ_VERSIONS = (3,)
+VERSION = 4
+"""Newest format version (context-coded payloads); `pack` writes ``header.version``."""
+WRITE_VERSIONS = (3, 4)
+"""Versions `pack` writes (3: a model without context tables)."""
+READ_VERSIONS = (3, 4)
 """Versions this code reads. Versions 1 and 2 coded independent 4-s windows with
 another model; they are refused with a message saying so."""
 
@@ -178,7 +184,8 @@ def _version_message(version: int) -> str:
     if version in (1, 2):
         return (f".vqz format version {version} (independent 4-s windows, written by vqkeras "
                 f"before the continuous framing) is not read by this vqkeras, which reads "
-                f"version {VERSION}: decode it with the vqkeras that wrote it")
+                f"versions {', '.join(map(str, READ_VERSIONS))}: decode it with the vqkeras "
+                f"that wrote it")
     return (f"unsupported .vqz format version {version} (this vqkeras reads versions "
             f"{', '.join(map(str, READ_VERSIONS))})")
 
@@ -190,7 +197,7 @@ def side_bytes(header: VQZHeader) -> int:
 
 def pack(header: VQZHeader, gains: np.ndarray, loudness: np.ndarray,
          payloads: list[bytes]) -> bytes:
-    """Serialise a .vqz file (format `VERSION`).
+    """Serialise a .vqz file (format ``header.version``, 3 or 4).
 
     Parameters
     ----------
@@ -209,8 +216,10 @@ def pack(header: VQZHeader, gains: np.ndarray, loudness: np.ndarray,
     bytes
         The complete file.
     """
-    if header.version != VERSION:
-        raise ValueError(f"this vqkeras writes .vqz version {VERSION} only")
+    if header.version not in WRITE_VERSIONS:
+        raise ValueError(f"this vqkeras writes .vqz versions "
+                         f"{', '.join(map(str, WRITE_VERSIONS))}; received "
+                         f"version={header.version!r}")
     validate_header(header)
     shape = (header.coded_channels, header.num_segments)
     gains, loudness = np.asarray(gains), np.asarray(loudness)
@@ -227,7 +236,7 @@ def pack(header: VQZHeader, gains: np.ndarray, loudness: np.ndarray,
                              f"32-bit words, <= {MAX_PAYLOAD_BYTES} bytes, empty iff 0 stages")
     lengths = [len(p) for p in payloads] + [0] * (2 - len(payloads))
     stages = list(header.stages) + [0] * (2 - len(header.stages))
-    head = _HEADER.pack(MAGIC, VERSION, header.link, header.model_id, header.sample_rate,
+    head = _HEADER.pack(MAGIC, header.version, header.link, header.model_id, header.sample_rate,
                         header.channels, header.mode, header.coded_channels, header.num_samples,
                         header.num_cells, header.num_segments, header.grid_width,
                         stages[0], stages[1], lengths[0], lengths[1])

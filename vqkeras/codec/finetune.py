@@ -217,6 +217,8 @@ def finetune_decoder(bundle: str | os.PathLike | None, data_dir: str | os.PathLi
     from dataclasses import asdict, replace
 
     new_info = replace(info, weights_sha256=weights_sha256(model))
+    if info.context is not None:  # the codes are unchanged, so are their context tables
+        new_info.set_context_tables(info.context_tables, info.context["file"])
     new_info.finetune = {"from_model": info.model_id.hex(), **asdict(config),
                          "steps": steps, "seconds": round(time.time() - t0)}
     return save_codec_model(out_dir, model, new_info)

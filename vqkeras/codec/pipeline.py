@@ -9,8 +9,8 @@ Compression (audio -> images -> codes -> payload)
     continuous cell sequence per signal) -> `rate` (the most stages whose
     real file size fits ``--bitrate``, entropy coded) -> `loudness_correction`
     (per segment, the gain that makes a BS.1770 meter read the input's
-    loudness on the decoded spectrogram) -> `container` (version 3), written
-    atomically.
+    loudness on the decoded spectrogram) -> `container` (version 4 with a
+    model that has context tables, else 3), written atomically.
 
 Decompression (payload -> codes -> magnitudes -> phase -> loudness -> stream)
     `unpack` (header checks and the decoded-size limit before reading the
@@ -34,13 +34,13 @@ import numpy as np
 
 from vqkeras.codec import container, framing
 from vqkeras.codec.analysis import analyse
-from vqkeras.codec.codec_model import CodecModel
+from vqkeras.codec.codec_model import CodecModel, model_for_file
 from vqkeras.codec.decoding import decode_stream
 from vqkeras.codec.encoding import _encode_signals
 from vqkeras.codec.loudness_correction import loudness_corrections
 from vqkeras.codec.networks import _as_model
 from vqkeras.codec.rate import fit_bitrate, stage_choices
-from vqkeras.codec.unpack import DEFAULT_MAX_SAMPLES, read_vqz_file
+from vqkeras.codec.unpack import DEFAULT_MAX_SAMPLES, check_vqz_file, read_vqz
 from vqkeras.errors import CodecFormatError
 from vqkeras.files import atomic_path, atomic_write_bytes, check_output_path
 
@@ -125,7 +125,7 @@ def compress(input_path: str | Path, output_path: str | Path, *,
                                  channels=plan.channels, num_samples=plan.frames,
                                  num_cells=codes.shape[1], num_segments=plan.segments,
                                  grid_width=info.grid[1], stages=choice, mode=plan.mode,
-                                 link=link)
+                                 link=link, version=info.format_version)
     atomic_write_bytes(output_path, container.pack(header, gain_codes, loudness, payloads),
                        inputs=[input_path])
     return output_path
@@ -146,7 +146,8 @@ def decompress(input_path: str | Path, output_path: str | Path, *,
         atomically in the format its suffix names: ``.wav`` (or none),
         ``.flac``, ``.ogg`` or ``.mp3``; other suffixes are refused.
     model : str, Path or CodecModel, optional
-        Codec bundle folder; default: the shipped model.
+        Codec bundle folder; default: the shipped model, which also decodes
+        files of the models it replaced (`vqkeras.codec.codec_model.model_for_file`).
     iterations : int, optional
         Phase reconstruction iterations per chunk (default: the bundle's).
     progress : bool
@@ -181,13 +182,18 @@ def decompress(input_path: str | Path, output_path: str | Path, *,
     check_output_path(output_path, [input_path])
     output_format(output_path)  # an unknown suffix fails now, not after decoding
     codec = _as_model(model)
+    if iterations is not None and (isinstance(iterations, bool)
+                                   or not isinstance(iterations, int) or iterations < 0):
+        raise ValueError(f"iterations must be a non-negative integer; "
+                         f"received iterations={iterations!r}")
+    announced = check_vqz_file(input_path, max_samples)
+    # An older shipped model's file decodes with its own bundle; any other model
+    # mismatch is refused by read_vqz, naming both ids.
+    codec = model_for_file(codec, announced.model_id)
     info = codec.info
     if iterations is None:
         iterations = info.iterations
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative integer; "
-                         f"received iterations={iterations!r}")
-    header, gains, loudness, indices = read_vqz_file(input_path, info, max_samples)
+    header, gains, loudness, indices = read_vqz(input_path.read_bytes(), info)
     fmt, subtype = output_format(output_path)
     with atomic_path(output_path, inputs=(input_path,)) as tmp:
         writer = StreamWriter(tmp, fmt, subtype, info.sample_rate, header.sample_rate,

@@ -79,7 +79,8 @@ def fit_bitrate(info: CodecInfo, codes: np.ndarray, choices: list[tuple[int, ...
         if s == 0:
             return b""
         if (i, s) not in cache:
-            cache[(i, s)] = entropy.encode_indices(codes[i, ..., :s], info.counts_array)
+            cache[(i, s)] = entropy.encode_payload(codes[i, ..., :s], info,
+                                                   info.format_version)
         return cache[(i, s)]
 
     size = None

@@ -59,7 +59,7 @@ def read_vqz(data: bytes, info: CodecInfo
                                f"{header.num_segments} segments for {header.num_samples} "
                                f"samples at {header.sample_rate} Hz (expected {cells} and "
                                f"{segments})")
-    indices = [entropy.decode_indices(p, info.counts_array, (cells, header.grid_width, s))
+    indices = [entropy.decode_payload(p, info, (cells, header.grid_width, s), header.version)
                if s else None for p, s in zip(payloads, header.stages)]
     for i, s in enumerate(header.stages):
         if s == 0 and np.any(gain_codes[i] != container.GAIN_SILENT):
@@ -68,16 +68,17 @@ def read_vqz(data: bytes, info: CodecInfo
             indices)
 
 
-def read_vqz_file(input_path: Path, info: CodecInfo, max_samples: int | None
-                  ) -> tuple[container.VQZHeader, np.ndarray, np.ndarray, list[np.ndarray | None]]:
-    """`read_vqz` of a file, refused by size and announced length before it is read.
+def check_vqz_file(input_path: Path, max_samples: int | None) -> container.VQZHeader:
+    """The header a file announces, checked by size and announced length before the
+    rest is read (`read_vqz_file`; `vqkeras.codec.pipeline.decompress` picks the
+    model a file names from it: `vqkeras.codec.codec_model.model_for_file`).
 
     Raises
     ------
     ValueError
         For a ``max_samples`` that is neither None nor a positive integer.
     CodecFormatError
-        For a file larger than any valid one, or damaged (`read_vqz`).
+        For a file larger than any valid one, or a damaged header.
     CodecLimitError
         If it would decode to more than ``max_samples`` samples.
     """
@@ -95,4 +96,22 @@ def read_vqz_file(input_path: Path, info: CodecInfo, max_samples: int | None
         raise CodecLimitError(f"{input_path} would decode to {total} samples "
                               f"({announced.num_samples} x {announced.channels} channels), over "
                               f"the limit of {max_samples} (raise it with --max-samples)")
+    return announced
+
+
+def read_vqz_file(input_path: Path, info: CodecInfo, max_samples: int | None
+                  ) -> tuple[container.VQZHeader, np.ndarray, np.ndarray, list[np.ndarray | None]]:
+    """`read_vqz` of a file, refused by size and announced length before it is read
+    (`check_vqz_file`).
+
+    Raises
+    ------
+    ValueError
+        For a ``max_samples`` that is neither None nor a positive integer.
+    CodecFormatError
+        For a file larger than any valid one, or damaged (`read_vqz`).
+    CodecLimitError
+        If it would decode to more than ``max_samples`` samples.
+    """
+    check_vqz_file(input_path, max_samples)
     return read_vqz(input_path.read_bytes(), info)
