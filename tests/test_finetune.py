@@ -192,3 +192,26 @@ def test_finetuned_bundle_keeps_codes_and_lowers_error(notes, tmp_path, objectiv
     assert out.is_file()
     with pytest.raises(ValueError, match="must differ"):
         finetune_decoder(new_bundle, mix, new_bundle, config, progress=False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ssim-weight", "-1"], "ssim_weight must be >= 0"),
+    (["--learning-rate", "0"], "learning_rate must be > 0"),
+    (["--data", "{tmp}/no-mix"], "not a codec mix"),
+    (["--out", "{tmp}/used"], "not an empty folder"),
+    (["--model", "{tmp}/no-bundle"], "no codec model"),
+])
+def test_finetune_command_refuses_bad_input_in_one_line(tmp_path, capsys, argv, message):
+    from vqkeras.cli import main
+
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "mine.txt").write_text("keep")
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / ".vqkeras-mix.json").write_text("{}")
+    args = ["codec", "finetune", "--data", str(tmp_path / "mix"), "--out",
+            str(tmp_path / "new")] + [a.format(tmp=tmp_path) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / "used" / "mine.txt").read_text() == "keep"

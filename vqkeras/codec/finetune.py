@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vqkeras.codec.codec_model import (CodecModel, load_codec_model, save_codec_model,
-                                       weights_sha256)
+from vqkeras.codec.codec_model import (CodecModel, CodecModelError, load_codec_model,
+                                       save_codec_model, weights_sha256)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,15 @@ class FinetuneConfig:
                              f"Received: objective={self.objective!r}")
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        for name in ("ssim_weight", "recon_weight", "adv_weight", "fm_weight"):
+            if not float(getattr(self, name)) >= 0.0:
+                raise ValueError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
+        for name in ("learning_rate", "discriminator_learning_rate"):
+            if not float(getattr(self, name)) > 0.0:
+                raise ValueError(f"{name} must be > 0. Received: {name}={getattr(self, name)}")
+        if int(self.discriminator_scales) < 1 or not self.discriminator_channels:
+            raise ValueError("discriminator_scales must be >= 1 and discriminator_channels "
+                             "non-empty")
         if not 0.0 <= self.stage_dropout <= 1.0:
             raise ValueError(f"stage_dropout must be in [0, 1]. "
                              f"Received: stage_dropout={self.stage_dropout}")
@@ -171,11 +181,20 @@ def finetune_decoder(bundle: str | os.PathLike | None, data_dir: str | os.PathLi
 
     from vqkeras.losses import SpectrogramStructureLoss
 
+    from vqkeras.data.codec_mix import MARKER
+    from vqkeras.errors import DatasetError
+
     config = config or FinetuneConfig()
     codec = load_codec_model(bundle)
     out_dir = Path(out_dir)
     if codec.model_path is not None and out_dir.resolve() == Path(codec.model_path).parent.resolve():
         raise ValueError(f"out_dir must differ from the bundle being fine-tuned ({out_dir})")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise CodecModelError(f"--out {out_dir}: exists and is not an empty folder (the new "
+                              f"bundle needs a folder of its own)")
+    if not (Path(data_dir) / MARKER).is_file():
+        raise DatasetError(f"{data_dir}: not a codec mix (build it: vqkeras data mix --out "
+                           f"{data_dir})")
     keras.utils.set_random_seed(config.seed)
     t0 = time.time()
     images = _training_images(Path(data_dir), codec, config.max_train, config.seed)
@@ -221,7 +240,14 @@ def finetune_decoder(bundle: str | os.PathLike | None, data_dir: str | os.PathLi
         new_info.set_context_tables(info.context_tables, info.context["file"])
     new_info.finetune = {"from_model": info.model_id.hex(), **asdict(config),
                          "steps": steps, "seconds": round(time.time() - t0)}
-    return save_codec_model(out_dir, model, new_info)
+    # Written next to the target and renamed: an interrupted save leaves no half bundle.
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_codec_model(partial, model, new_info)
+    if out_dir.exists():
+        out_dir.rmdir()  # empty, checked above
+    partial.rename(out_dir)
+    return out_dir
 
 
 def _frozen_digest(model) -> str:
