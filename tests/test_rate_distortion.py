@@ -213,3 +213,21 @@ def test_recorded_speech_is_reported_apart_from_all(rd, tmp_path):
     assert "## all" not in text and "reported on its own." in text
     rd._plot(tmp_path / "alone.png", alone)
     assert (tmp_path / "alone.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_goal_counts_every_file_rate_not_the_mean(rd):
+    """A fixed stage count whose mean rate fits 1.5 kbit/s but whose costliest clip
+    does not is no candidate for the goal; the rate-capped setting is."""
+    pd = pytest.importorskip("pandas")
+    rows = []
+    for clip, s3_kbps in (("d0", 0.9), ("d1", 2.0)):          # mean 1.45, max 2.0
+        for condition, kbps, visqol in (("vqkeras-S3", s3_kbps, 4.7),
+                                        ("vqkeras-1.5k", 1.2, 4.4), ("opus-12k", 11.0, 4.6)):
+            rows.append(dict(family="drums", clip=clip, instrument=None, condition=condition,
+                             kind=condition.split("-")[0], kbps=kbps, lsd_db=3.0,
+                             loudness_gap_lu=0.1, visqol=visqol))
+    summary = rd.summarize(pd.DataFrame(rows), overall=["drums"])
+    lines = rd._verdict(summary)
+    assert lines[0].startswith("- drums: NOT met: vqkeras-1.5k at 1.20 kbit/s")
+    fits = summary.assign(kbps_max=np.minimum(summary.kbps_max, 1.5))
+    assert rd._verdict(fits)[0].startswith("- drums: met: vqkeras-S3")

@@ -239,8 +239,9 @@ def _cmd_codec_finetune(args: argparse.Namespace) -> None:
     try:
         config = FinetuneConfig(objective=args.objective, epochs=args.epochs,
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                ssim_weight=args.ssim_weight, max_train=args.max_train,
-                                seed=args.seed)
+                                ssim_weight=args.ssim_weight, recon_weight=args.recon_weight,
+                                adv_weight=args.adv_weight, fm_weight=args.fm_weight,
+                                max_train=args.max_train, seed=args.seed)
     except ValueError as err:
         raise UserError(str(err)) from None
     print(finetune_decoder(args.model, args.data, args.out, config))
@@ -394,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--learning-rate", type=float, default=2e-4)
     tune.add_argument("--ssim-weight", type=float, default=0.05,
                       help="weight of 1 - SSIM next to the per-pixel MSE")
+    tune.add_argument("--recon-weight", type=float, default=1000.0,
+                      help="adversarial: weight of the reconstruction loss (MSE + SSIM term)")
+    tune.add_argument("--adv-weight", type=float, default=1.0,
+                      help="adversarial: weight of the least-squares GAN loss")
+    tune.add_argument("--fm-weight", type=float, default=1.0,
+                      help="adversarial: weight of discriminator feature matching")
     tune.add_argument("--max-train", type=_positive_int, default=None,
                       help="train on this many clips (default: all of the mix's TRAIN split)")
     tune.add_argument("--seed", type=_non_negative_int, default=0)
