@@ -167,8 +167,11 @@ def test_finetuned_bundle_keeps_codes_and_lowers_error(notes, tmp_path, objectiv
         return float(np.mean((decoded - images) ** 2))
 
     before = image_error(old)
+    # A small SSIM weight: on this barely trained tiny decoder (mostly silent images) the
+    # SSIM gradient of the near-flat regions outweighs the MSE's at 0.02, and under Adam
+    # 12 steps then leave the image error where it was (seen on JAX).
     config = FinetuneConfig(objective=objective, epochs=6, batch_size=4, learning_rate=2e-3,
-                            ssim_weight=0.02, stage_dropout=0.0, recon_weight=100.0,
+                            ssim_weight=0.002, stage_dropout=0.0, recon_weight=100.0,
                             adv_weight=0.01, fm_weight=0.01)
     new_bundle = finetune_decoder(bundle, mix, tmp_path / "tuned", config, progress=False)
     new = load_codec_model(new_bundle)

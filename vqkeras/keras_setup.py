@@ -30,6 +30,7 @@ from types import ModuleType
 MODULES = (
     "vqkeras.layers",               # the quantizers, Spectrogram, QuantizerMetricsModel/Sequential
     "vqkeras.experiments.models",   # VQVAE, Autoencoder, DepthToSpace, SpaceToDepth
+    "vqkeras.losses",               # SpectrogramStructureLoss
 )
 SMALL_MACHINE_CPUS = 2  # at or below this, torch gets one thread unless told otherwise
 _TORCH_OPTIMIZERS = "keras.src.backend.torch.optimizers."
