@@ -131,17 +131,10 @@ def fit_context_model(model: str | os.PathLike | None, data_dir: str | os.PathLi
     import shutil
 
     from vqkeras.codec.codec_model import BUNDLE_MODEL, load_codec_model, save_bundle_info
-    from vqkeras.data.codec_mix import MARKER
-    from vqkeras.errors import DatasetError
 
     codec = load_codec_model(model)
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CodecModelError(f"--out {out}: exists and is not an empty folder (the new bundle "
-                              f"needs a folder of its own)")
-    if not (Path(data_dir) / MARKER).is_file():
-        raise DatasetError(f"{data_dir}: not a codec mix (build it: vqkeras data mix --out "
-                           f"{data_dir})")
+    check_new_bundle(codec, out, data_dir)
     info = codec.info
     t0 = time.time()
     train_codes = mix_codes(codec, data_dir, "train", limit=max_train, seed=seed)
@@ -158,6 +151,22 @@ def fit_context_model(model: str | os.PathLike | None, data_dir: str | os.PathLi
     shutil.copy2(Path(codec.model_path), out / BUNDLE_MODEL)
     save_bundle_info(out, new)
     return out
+
+
+def check_new_bundle(codec, out_dir: Path, data_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, an output folder that is ``codec``'s own, or in use, or a
+    ``data_dir`` that is not a codec mix (`fit_context_model`, `finetune_decoder`)."""
+    from vqkeras.data.codec_mix import MARKER
+    from vqkeras.errors import DatasetError
+
+    if codec.model_path is not None and out_dir.resolve() == Path(codec.model_path).parent.resolve():
+        raise CodecModelError(f"--out {out_dir}: must differ from the bundle it starts from")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise CodecModelError(f"--out {out_dir}: exists and is not an empty folder (the new "
+                              f"bundle needs a folder of its own)")
+    if not (Path(data_dir) / MARKER).is_file():
+        raise DatasetError(f"{data_dir}: not a codec mix (build it: vqkeras data mix --out "
+                           f"{data_dir})")
 
 
 def train_default_model(data_dir: str | os.PathLike = "data/codec-mix",

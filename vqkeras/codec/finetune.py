@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqkeras.codec.codec_model import (CodecModel, CodecModelError, load_codec_model,
+from vqkeras.codec.codec_model import (CodecModel, load_codec_model,
                                        save_codec_model, weights_sha256)
 
 log = logging.getLogger(__name__)
@@ -181,20 +181,12 @@ def finetune_decoder(bundle: str | os.PathLike | None, data_dir: str | os.PathLi
 
     from vqkeras.losses import SpectrogramStructureLoss
 
-    from vqkeras.data.codec_mix import MARKER
-    from vqkeras.errors import DatasetError
+    from vqkeras.codec.default_model import check_new_bundle
 
     config = config or FinetuneConfig()
     codec = load_codec_model(bundle)
     out_dir = Path(out_dir)
-    if codec.model_path is not None and out_dir.resolve() == Path(codec.model_path).parent.resolve():
-        raise ValueError(f"out_dir must differ from the bundle being fine-tuned ({out_dir})")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise CodecModelError(f"--out {out_dir}: exists and is not an empty folder (the new "
-                              f"bundle needs a folder of its own)")
-    if not (Path(data_dir) / MARKER).is_file():
-        raise DatasetError(f"{data_dir}: not a codec mix (build it: vqkeras data mix --out "
-                           f"{data_dir})")
+    check_new_bundle(codec, out_dir, data_dir)
     keras.utils.set_random_seed(config.seed)
     t0 = time.time()
     images = _training_images(Path(data_dir), codec, config.max_train, config.seed)
